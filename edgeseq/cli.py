@@ -1,0 +1,206 @@
+"""The ``edgeseq`` command line: train, evaluate, cross-validate, and a demo on shipped data.
+
+A mistake in the user's input (path, record, bundle, option value) ends in one line on stderr and
+exit status 2; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import EdgeseqError
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
+
+
+def _params(items: list[str] | None) -> dict:
+    """``["units=200", "lr=0.5"]`` -> ``{"units": 200, "lr": 0.5}`` (JSON values, else strings)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EdgeseqError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _write_json(path: str | None, obj: dict) -> Path | None:
+    if not path:
+        return None
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(obj, indent=2) + "\n")
+    return p
+
+
+def _plot_beside(json_path: Path | None, rep: dict, title: str) -> Path | None:
+    if json_path is None:
+        return None
+    from .plots import confusion_png
+
+    return confusion_png(rep, json_path.with_name(json_path.stem + ".confusion.png"), title)
+
+
+def _data_dir(args) -> Path:
+    if args.data is None:
+        print(f"no --data given: using the MIT-BIH excerpt shipped with edgeseq ({SAMPLE_DIR})",
+              file=sys.stderr)
+        return SAMPLE_DIR
+    return Path(args.data)
+
+
+def cmd_train(args) -> int:
+    from .data.mitdb import parse_records
+    from .tasks import ecg
+
+    info = ecg.train(_data_dir(args), parse_records(args.records), out=args.out, model=args.model,
+                     seed=args.seed, params=_params(args.param), progress=not args.quiet)
+    counts = " ".join(f"{k}={v}" for k, v in info["class_counts"].items())
+    print(f"trained {args.model} on {len(info['records'])} records, {info['n_beats']} beats ({counts}) "
+          f"in {info['seconds']:.1f} s")
+    print(f"bundle: {info['bundle']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data.mitdb import parse_records
+    from .metrics import format_table
+    from .tasks import ecg
+
+    rep = ecg.evaluate(args.bundle, _data_dir(args), parse_records(args.records), beats=args.beats,
+                       progress=not args.quiet)
+    note = " (includes records the model was trained on: not an inter-patient figure)" \
+        if rep["includes_training_records"] else ""
+    print(format_table(rep, f"{Path(args.bundle).name} on {len(rep['records'])} records, "
+                            f"{args.beats} beats{note}"))
+    path = _write_json(args.json, rep)
+    plot = _plot_beside(path, rep, f"{Path(args.bundle).name}, {args.beats} beats")
+    if path:
+        print(f"json: {path}\nplot: {plot}")
+    return 0
+
+
+def cmd_cv(args) -> int:
+    from .data.mitdb import parse_records
+    from .metrics import format_table
+    from .tasks import ecg
+
+    rep = ecg.cross_validate(_data_dir(args), parse_records(args.records), model=args.model,
+                             folds=args.folds, seed=args.seed, params=_params(args.param),
+                             progress=not args.quiet)
+    print(format_table(rep, f"{args.model}: record-grouped {rep['n_folds']}-fold cross-validation over "
+                            f"{len(rep['records'])} records ({rep['seconds']:.1f} s)"))
+    path = _write_json(args.json, rep)
+    plot = _plot_beside(path, rep, f"{args.model}, {rep['n_folds']}-fold record-grouped CV")
+    if path:
+        print(f"json: {path}\nplot: {plot}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Train on some shipped records, then run the streaming detector and the model on the others."""
+    from .data.mitdb import list_records
+    from .metrics import format_table
+    from .tasks import ecg
+
+    out = Path(args.out)
+    names = list_records(SAMPLE_DIR)
+    test = [r for r in names if r in args.test_records.split(",")]
+    train = [r for r in names if r not in test]
+    print(f"edgeseq demo: MIT-BIH excerpts shipped in {SAMPLE_DIR} (ODC-By 1.0, see ATTRIBUTION.md)")
+    print(f"1/2 training an ESN on records {', '.join(train)}")
+    info = ecg.train(SAMPLE_DIR, train, out=out / "ecg-esn.bundle", seed=args.seed, progress=True)
+    print(f"    {info['n_beats']} beats in {info['seconds']:.1f} s -> {info['bundle']}")
+    print(f"2/2 evaluating on unseen records {', '.join(test)}, beats found by the streaming detector")
+    rep = ecg.evaluate(info["bundle"], SAMPLE_DIR, test, beats="detected", progress=True)
+    print(format_table(rep, "\nresult (inter-patient, detected beats; a small demo, not a benchmark):"))
+    path = _write_json(str(out / "demo-evaluation.json"), rep)
+    plot = _plot_beside(path, rep, "demo: unseen records, detected beats")
+    print(f"json: {path}\nplot: {plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeseq", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def data_args(sp, records_help):
+        sp.add_argument("--data", metavar="DIR",
+                        help="directory of WFDB records (default: the excerpt shipped with edgeseq)")
+        sp.add_argument("--records", metavar="LIST", help=records_help)
+        sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    def model_args(sp):
+        sp.add_argument("--model", default="esn", choices=["esn"], help="model family (default esn)")
+        sp.add_argument("--seed", type=int, default=0, help="seed of the reservoir and splits (default 0)")
+        sp.add_argument("--param", action="append", metavar="KEY=VALUE",
+                        help="model hyper-parameter, repeatable, e.g. --param units=200 --param lr=0.5")
+
+    t = sub.add_parser("train", help="train a model and write a bundle",
+                       description="Train a model on annotated beats and write a bundle directory.")
+    t.add_argument("task", choices=["ecg"], help="what to predict")
+    data_args(t, "comma-separated record names (default: the DS1 records present in DIR)")
+    model_args(t)
+    t.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="score a bundle on records",
+                       description="Score a bundle on records: a table on stdout, JSON and a "
+                                   "confusion-matrix PNG beside it with --json.")
+    e.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    data_args(e, "comma-separated record names (default: the records in DIR the bundle was not "
+                 "trained on, or all of them if there are none)")
+    e.add_argument("--beats", choices=["reference", "detected"], default="reference",
+                   help="classify the annotated beats (default) or the beats the streaming detector finds")
+    e.add_argument("--json", metavar="FILE", help="write the figures as JSON, and the plot beside it")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("cv", help="record-grouped cross-validation",
+                       description="Record-grouped K-fold cross-validation: no record in two folds.")
+    c.add_argument("task", choices=["ecg"], help="what to predict")
+    data_args(c, "comma-separated record names (default: the DS1 records present in DIR)")
+    model_args(c)
+    c.add_argument("--folds", type=int, metavar="K",
+                   help="number of folds (default: one per record, i.e. leave-one-record-out)")
+    c.add_argument("--json", metavar="FILE", help="write the figures as JSON, and the plot beside it")
+    c.set_defaults(func=cmd_cv)
+
+    d = sub.add_parser("demo", help="train and evaluate on the shipped MIT-BIH excerpt",
+                       description="End to end on data shipped with edgeseq: train an ESN on some "
+                                   "records, evaluate it on the others with the streaming detector.")
+    d.add_argument("--out", default="edgeseq-demo", metavar="DIR", help="output directory (default edgeseq-demo)")
+    d.add_argument("--test-records", default="208,209", metavar="LIST",
+                   help="records held out for evaluation (default 208,209)")
+    d.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeseqError as exc:
+        print(f"edgeseq: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name in {"scipy", "wfdb", "reservoirpy", "matplotlib"}:
+            print(f"edgeseq: error: '{args.command}' needs {exc.name}, part of the 'train' extra: "
+                  f"pip install 'edgeseq[train]'", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("edgeseq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""The one exception type that reaches the user as a single line.
+
+Anything the user can get wrong (a path, a file, a record, a sample rate, a bundle) raises
+``EdgeseqError`` with a message that says what is wrong and where; the CLI prints it on one line
+and exits with status 2. Bugs stay ordinary exceptions with tracebacks.
+"""
+
+
+class EdgeseqError(Exception):
+    """A problem with the user's input, reported as one line (exit status 2)."""

@@ -1,0 +1,1 @@
+"""Device-side signal processing (numpy only): filters, the streaming QRS detector, beat features."""

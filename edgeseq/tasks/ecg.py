@@ -1,0 +1,237 @@
+"""The ECG arrhythmia task on the host: records -> beats -> model -> bundle, and bundle -> figures.
+
+``train`` writes a bundle; ``evaluate`` reads one and scores it on records, either at the annotated
+beats (as the literature reports) or at the beats the streaming detector finds (as the device
+would); ``cross_validate`` gives record-grouped (patient-wise) figures inside one data set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import load_bundle, write_bundle
+from ..data.mitdb import AAMI_CLASSES, DS1, DS2, PACED, list_records, load_record, select_records
+from ..errors import EdgeseqError
+from ..metrics import confusion, report
+from ..models import model_class
+from ..preprocess.ecg import RR_FEATURES, EcgPreprocessing
+from ..preprocess.qrs import QRSDetector, match_beats
+from ..progress import Progress
+
+TASK = "ecg"
+N_CLASSES = len(AAMI_CLASSES)
+
+
+@dataclass
+class BeatSet:
+    """Model inputs for the annotated beats of several records, one row per beat."""
+
+    windows: np.ndarray  # (n, window_length) float32
+    rr: np.ndarray  # (n, len(RR_FEATURES)) float32
+    labels: np.ndarray  # (n,) int64 AAMI class index
+    record_index: np.ndarray  # (n,) int64 into ``records``
+    records: list[str]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=N_CLASSES)
+        return {c: int(n) for c, n in zip(AAMI_CLASSES, counts)}
+
+
+def load_beats(data_dir, records: list[str], prep: EcgPreprocessing, *, progress=True) -> BeatSet:
+    windows, rr, labels, rec_idx = [], [], [], []
+    show = Progress("reading records", len(records), enabled=progress)
+    for i, name in enumerate(records):
+        rec = load_record(data_dir, name, fs=prep.sample_rate, lead=prep.lead)
+        w, f, idx = prep.beats(rec.signal, rec.beat_samples)
+        windows.append(w)
+        rr.append(f)
+        labels.append(rec.beat_labels[idx])
+        rec_idx.append(np.full(len(idx), i, np.int64))
+        show(i + 1, note=name)
+    return BeatSet(np.concatenate(windows), np.concatenate(rr), np.concatenate(labels),
+                   np.concatenate(rec_idx), list(records))
+
+
+def _build_model(kind: str, seed: int, params: dict | None):
+    cls = model_class(kind)
+    try:
+        return cls(seed=seed, **(params or {}))
+    except TypeError as exc:
+        raise EdgeseqError(f"bad hyper-parameter for model {kind!r}: {exc}") from None
+
+
+def train(data_dir, records=None, *, out, model: str = "esn", seed: int = 0, params: dict | None = None,
+          prep: EcgPreprocessing | None = None, progress: bool = True) -> dict:
+    """Fit a model on the annotated beats of ``records`` and write a bundle to ``out``."""
+    t0 = time.perf_counter()
+    prep = prep or EcgPreprocessing()
+    names = select_records(data_dir, records)
+    beats = load_beats(data_dir, names, prep, progress=progress)
+    if len(beats.labels) == 0:
+        raise EdgeseqError(f"no usable beats in records {', '.join(names)} of {data_dir}")
+    t_load = time.perf_counter() - t0
+    est = _build_model(model, seed, params)
+    est.fit(beats.windows, beats.rr, beats.labels, n_classes=N_CLASSES,
+            progress=Progress("reservoir states", len(beats.labels), enabled=progress))
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "task": TASK,
+        "sample_rate": prep.sample_rate,
+        "lead": prep.lead,
+        "labels": list(AAMI_CLASSES),
+        "preprocessing": prep.config(),
+        "detector": QRSDetector(prep.sample_rate).config(),
+        "model": {"kind": model, "params": est.get_params(),
+                  "input": {"window_length": prep.window_length, "rr_features": list(RR_FEATURES)}},
+        "training": {"data": str(data_dir), "records": names, "n_beats": int(len(beats.labels)),
+                     "class_counts": beats.class_counts(), "seconds": round(seconds, 2),
+                     "seconds_reading": round(t_load, 2)},
+    }
+    path = write_bundle(out, manifest, est.to_arrays())
+    return {"bundle": str(path), **manifest["training"]}
+
+
+def load_model(bundle_path):
+    """``(bundle, preprocessing, estimator)`` from a verified ECG bundle."""
+    bundle = load_bundle(bundle_path, task=TASK)
+    m = bundle.manifest
+    prep = EcgPreprocessing.from_config(m["preprocessing"])
+    est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], bundle.arrays)
+    return bundle, prep, est
+
+
+def _default_eval_records(data_dir, trained: list[str]) -> tuple[list[str], bool]:
+    """Records present that the bundle did not train on; all of them if there are none."""
+    present = [r for r in list_records(data_dir) if r not in PACED]
+    known = [r for r in present if r in DS1 or r in DS2] or present
+    unseen = [r for r in known if r not in trained]
+    return (unseen, False) if unseen else (known, True)
+
+
+def _outside(samples: np.ndarray, episodes) -> np.ndarray:
+    keep = np.ones(len(samples), dtype=bool)
+    for a, b in episodes:
+        keep &= ~((samples >= a) & (samples <= b))
+    return keep
+
+
+def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", progress: bool = True) -> dict:
+    """Score a bundle on records. ``beats="detected"`` finds the beats with the streaming detector
+    stored in the bundle; missed reference beats and false detections count as errors."""
+    if beats not in ("reference", "detected"):
+        raise EdgeseqError(f"--beats must be 'reference' or 'detected', not {beats!r}")
+    bundle, prep, est = load_model(bundle_path)
+    trained = bundle.manifest.get("training", {}).get("records", [])
+    if records:
+        names, seen = select_records(data_dir, records), None
+        seen = any(r in trained for r in names)
+    else:
+        names, seen = _default_eval_records(data_dir, trained)
+    conf = np.zeros((N_CLASSES, N_CLASSES), np.int64)
+    missed = np.zeros(N_CLASSES, np.int64)
+    false_det = np.zeros(N_CLASSES, np.int64)
+    det_tp = det_fn = det_fp = 0
+    per_record = {}
+    show = Progress(f"evaluating ({beats} beats)", len(names), enabled=progress)
+    for i, name in enumerate(names):
+        rec = load_record(data_dir, name, fs=prep.sample_rate, lead=prep.lead)
+        if beats == "reference":
+            w, f, idx = prep.beats(rec.signal, rec.beat_samples)
+            c = confusion(rec.beat_labels[idx], est.predict(w, f), N_CLASSES)
+            conf += c
+            per_record[name] = {"n_beats": int(c.sum()), "accuracy": float(np.trace(c) / max(c.sum(), 1))}
+        else:
+            detector = QRSDetector.from_config(bundle.manifest["detector"])
+            peaks = np.concatenate([detector.process(rec.signal), detector.flush()]).astype(np.int64)
+            w, f, idx = prep.beats(rec.signal, peaks)
+            pred = np.full(len(peaks), -1, np.int64)
+            if len(idx):
+                pred[idx] = est.predict(w, f)
+            ref_ok = _outside(rec.beat_samples, rec.vf_episodes)
+            det_ok = _outside(peaks, rec.vf_episodes)
+            ref, ref_lab = rec.beat_samples[ref_ok], rec.beat_labels[ref_ok]
+            det, det_pred = peaks[det_ok], pred[det_ok]
+            m_ref, m_det, miss, false = match_beats(ref, det, prep.sample_rate)
+            got = det_pred[m_det] >= 0  # matched, but the window or RR did not fit (record edges)
+            c = confusion(ref_lab[m_ref][got], det_pred[m_det][got], N_CLASSES)
+            conf += c
+            missed += np.bincount(ref_lab[miss], minlength=N_CLASSES)
+            missed += np.bincount(ref_lab[m_ref][~got], minlength=N_CLASSES)
+            fp_pred = det_pred[false]
+            false_det += np.bincount(fp_pred[fp_pred >= 0], minlength=N_CLASSES)
+            det_tp, det_fn, det_fp = det_tp + len(m_ref), det_fn + len(miss), det_fp + len(false)
+            per_record[name] = {"n_beats": int(len(ref)), "accuracy": float(np.trace(c) / max(len(ref), 1)),
+                                "detection": {"tp": len(m_ref), "fn": len(miss), "fp": len(false)}}
+        show(i + 1, note=name)
+    out = {"task": TASK, **report(conf, AAMI_CLASSES, missed=missed if beats == "detected" else None,
+                                  false_detections=false_det if beats == "detected" else None)}
+    if beats == "detected":
+        out["detection"] = {"se": det_tp / max(det_tp + det_fn, 1), "ppv": det_tp / max(det_tp + det_fp, 1),
+                            "n_reference": det_tp + det_fn, "n_detected": det_tp + det_fp,
+                            "window_s": 0.150, "excluded": "ventricular flutter episodes ([ ... ])"}
+    out.update({"beats": beats, "bundle": str(bundle.path), "data": str(data_dir), "records": names,
+                "includes_training_records": bool(seen), "per_record": per_record})
+    return out
+
+
+def record_folds(records: list[str], sizes, k: int, seed: int = 0) -> list[list[str]]:
+    """Split records into ``k`` groups with similar beat counts; no record is in two folds."""
+    if not 2 <= k <= len(records):
+        raise EdgeseqError(f"--folds must be between 2 and the number of records ({len(records)}), not {k}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(records))
+    order = order[np.argsort(-np.asarray(sizes)[order], kind="stable")]
+    folds, load = [[] for _ in range(k)], np.zeros(k)
+    for i in order:
+        j = int(np.argmin(load))
+        folds[j].append(records[i])
+        load[j] += sizes[i]
+    return [sorted(f) for f in folds]
+
+
+def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | None = None, seed: int = 0,
+                   params: dict | None = None, prep: EcgPreprocessing | None = None,
+                   progress: bool = True) -> dict:
+    """Record-grouped K-fold cross-validation (leave-one-record-out when ``folds`` is None).
+
+    The reservoir is label-free, so its states are computed once for all beats and only the
+    readout is fit per fold; nothing a fold's readout learns comes from its test records.
+    """
+    t0 = time.perf_counter()
+    prep = prep or EcgPreprocessing()
+    names = select_records(data_dir, records)
+    if len(names) < 2:
+        raise EdgeseqError("cross-validation needs at least two records")
+    beats = load_beats(data_dir, names, prep, progress=progress)
+    sizes = np.bincount(beats.record_index, minlength=len(names))
+    groups = record_folds(names, sizes, folds or len(names), seed)
+    est = _build_model(model, seed, params)
+    shared = hasattr(est, "reservoir_features")
+    if shared:
+        est.init_reservoir(1)
+        feats = est.reservoir_features(beats.windows, progress=Progress(
+            "reservoir states", len(beats.labels), enabled=progress))
+    conf = np.zeros((N_CLASSES, N_CLASSES), np.int64)
+    per_fold = []
+    show = Progress("folds", len(groups), enabled=progress)
+    for k, group in enumerate(groups):
+        test = np.isin(beats.record_index, [names.index(r) for r in group])
+        train_ = ~test
+        if shared:
+            est.fit_readout(feats[train_], beats.rr[train_], beats.labels[train_], N_CLASSES)
+            pred = np.argmax(est.decision_function_from_features(feats[test], beats.rr[test]), axis=1)
+        else:
+            est.fit(beats.windows[train_], beats.rr[train_], beats.labels[train_], n_classes=N_CLASSES)
+            pred = est.predict(beats.windows[test], beats.rr[test])
+        c = confusion(beats.labels[test], pred, N_CLASSES)
+        conf += c
+        per_fold.append({"fold": k, "records": group, **report(c, AAMI_CLASSES)})
+        show(k + 1)
+    out = {"task": TASK, **report(conf, AAMI_CLASSES), "folds": per_fold, "n_folds": len(groups),
+           "grouping": "record", "model": {"kind": model, "params": est.get_params()},
+           "data": str(data_dir), "records": names, "seconds": round(time.perf_counter() - t0, 2)}
+    return out
