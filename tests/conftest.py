@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MITDB = ROOT.parent / "shared" / "data" / "mitdb"
+SAMPLE = ROOT / "edgeseq" / "data" / "sample"
+
+
+@pytest.fixture(scope="session")
+def mitdb() -> Path:
+    """The full MIT-BIH records beside the checkout (CI has them); skip only where they are absent."""
+    if not SHARED_MITDB.is_dir():
+        pytest.skip(f"MIT-BIH records not found at {SHARED_MITDB}")
+    return SHARED_MITDB
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory, sample):
+    """An ESN bundle trained once on three shipped excerpts (small reservoir: tests need no accuracy)."""
+    from edgeseq.tasks import ecg
+
+    out = tmp_path_factory.mktemp("bundles") / "small.bundle"
+    ecg.train(sample, ["119", "201", "223"], out=out, seed=1, params={"units": 60}, progress=False)
+    return out

@@ -1,0 +1,138 @@
+"""The CLI contract: subcommands, JSON layout, plots, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgeseq.bundle import WEIGHTS
+from edgeseq.cli import main
+
+LABELS = ["N", "S", "V", "F", "Q"]
+
+
+def _check_report(rep):
+    assert rep["task"] == "ecg" and rep["labels"] == LABELS
+    conf = rep["confusion"]
+    assert len(conf) == 5 and all(len(row) == 5 for row in conf)
+    assert 0 <= rep["accuracy"] <= 1
+    for lab in LABELS:
+        c = rep["classes"][lab]
+        assert set(c) == {"se", "ppv", "n"}
+        for k in ("se", "ppv"):
+            assert c[k] is None or 0 <= c[k] <= 1
+    assert sum(rep["classes"][lab]["n"] for lab in LABELS) == rep["n_beats"]
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["evaluate"], ["cv"], ["demo"]])
+def test_help_on_every_subcommand(cmd):
+    out = subprocess.run([sys.executable, "-m", "edgeseq", *cmd, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: edgeseq" in out.stdout
+
+
+def test_train_then_evaluate_reference_and_detected(tmp_path, sample, capsys):
+    bundle = tmp_path / "m.bundle"
+    assert main(["train", "ecg", "--model", "esn", "--data", str(sample), "--records", "119,201,223",
+                 "--out", str(bundle), "--seed", "3", "--param", "units=60", "--quiet"]) == 0
+    assert "trained esn on 3 records" in capsys.readouterr().out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["task"] == "ecg" and manifest["sample_rate"] == 360.0 and manifest["lead"] == "MLII"
+    assert manifest["model"]["params"]["units"] == 60 and manifest["model"]["params"]["seed"] == 3
+    assert manifest["training"]["records"] == ["119", "201", "223"]
+    assert manifest["preprocessing"]["sos"] and manifest["detector"]["sos"]
+
+    ref_json = tmp_path / "ref.json"
+    assert main(["evaluate", str(bundle), "--data", str(sample), "--records", "208",
+                 "--json", str(ref_json), "--quiet"]) == 0
+    rep = json.loads(ref_json.read_text())
+    _check_report(rep)
+    assert rep["beats"] == "reference" and "detection" not in rep
+    assert rep["classes"]["V"]["n"] > 300 and rep["classes"]["F"]["n"] > 100
+    assert (tmp_path / "ref.confusion.png").stat().st_size > 10_000
+
+    det_json = tmp_path / "det.json"
+    assert main(["evaluate", str(bundle), "--data", str(sample), "--records", "208",
+                 "--beats", "detected", "--json", str(det_json), "--quiet"]) == 0
+    det = json.loads(det_json.read_text())
+    _check_report(det)
+    d = det["detection"]
+    assert d["se"] > 0.99 and d["ppv"] > 0.99
+    # Every reference beat is counted, detected or not: beat count equals the reference count.
+    assert det["n_beats"] == d["n_reference"] >= rep["n_beats"]
+    assert (tmp_path / "det.confusion.png").exists()
+
+
+def test_evaluate_defaults_to_unseen_records(small_bundle, sample, tmp_path):
+    out = tmp_path / "e.json"
+    assert main(["evaluate", str(small_bundle), "--data", str(sample), "--json", str(out), "--quiet"]) == 0
+    rep = json.loads(out.read_text())
+    assert not set(rep["records"]) & {"119", "201", "223"} and not rep["includes_training_records"]
+
+
+def test_cv_is_record_grouped(sample, tmp_path):
+    out = tmp_path / "cv.json"
+    assert main(["cv", "ecg", "--model", "esn", "--data", str(sample), "--folds", "3",
+                 "--param", "units=40", "--json", str(out), "--quiet"]) == 0
+    rep = json.loads(out.read_text())
+    _check_report(rep)
+    assert rep["n_folds"] == 3 and len(rep["folds"]) == 3
+    seen = [r for f in rep["folds"] for r in f["records"]]
+    assert sorted(seen) == sorted(set(seen)) == sorted(rep["records"])  # no record in two folds
+    assert sum(f["n_beats"] for f in rep["folds"]) == rep["n_beats"]
+    assert (tmp_path / "cv.confusion.png").exists()
+
+
+def _run(args):
+    return subprocess.run([sys.executable, "-m", "edgeseq", *args], capture_output=True, text=True)
+
+
+def _one_line_error(proc, pattern):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeseq: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    import re
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_error_missing_data_directory(tmp_path):
+    _one_line_error(_run(["train", "ecg", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "b"),
+                          "--quiet"]), "does not exist")
+
+
+def test_error_directory_without_records(tmp_path):
+    _one_line_error(_run(["cv", "ecg", "--data", str(tmp_path), "--quiet"]), "no WFDB records")
+
+
+def test_error_unknown_record(sample, tmp_path):
+    _one_line_error(_run(["train", "ecg", "--data", str(sample), "--records", "119,999",
+                          "--out", str(tmp_path / "b"), "--quiet"]), "record 999 not found")
+
+
+def test_error_altered_bundle(small_bundle, sample, tmp_path):
+    import shutil
+
+    bad = tmp_path / "altered.bundle"
+    shutil.copytree(small_bundle, bad)
+    data = bytearray((bad / WEIGHTS).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / WEIGHTS).write_bytes(bytes(data))
+    _one_line_error(_run(["evaluate", str(bad), "--data", str(sample), "--quiet"]), "does not match its sha256")
+
+
+def test_error_corrupt_header(sample, small_bundle, tmp_path):
+    import shutil
+
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(sample / f"208.{ext}", tmp_path / f"208.{ext}")
+    (tmp_path / "208.hea").write_text("208 1 abc 216000\n")
+    _one_line_error(_run(["evaluate", str(small_bundle), "--data", str(tmp_path), "--quiet"]),
+                    r"208.*header")
+
+
+def test_error_bad_param(sample, tmp_path):
+    _one_line_error(_run(["train", "ecg", "--data", str(sample), "--records", "119", "--param", "units",
+                          "--out", str(tmp_path / "b"), "--quiet"]), "KEY=VALUE")
+    _one_line_error(_run(["train", "ecg", "--data", str(sample), "--records", "119", "--param", "colour=1",
+                          "--out", str(tmp_path / "b"), "--quiet"]), "hyper-parameter")

@@ -1,0 +1,38 @@
+"""The device path stays small: preprocessing, detection, bundle loading and ESN inference import
+numpy and the standard library only (checked in a fresh interpreter)."""
+
+import json
+import subprocess
+import sys
+
+HEAVY = ["scipy", "reservoirpy", "torch", "tensorflow", "wfdb", "matplotlib", "pandas", "sklearn"]
+
+SCRIPT = r"""
+import json, sys
+import numpy as np
+from edgeseq.bundle import load_bundle
+from edgeseq.models import model_class
+from edgeseq.preprocess.ecg import EcgPreprocessing
+from edgeseq.preprocess.qrs import QRSDetector
+
+b = load_bundle(sys.argv[1], task="ecg")
+prep = EcgPreprocessing.from_config(b.manifest["preprocessing"])
+det = QRSDetector.from_config(b.manifest["detector"])
+est = model_class(b.manifest["model"]["kind"]).from_arrays(b.manifest["model"]["params"], b.arrays)
+rng = np.random.default_rng(0)
+t = np.arange(360 * 20) / 360.0
+ecg = np.exp(-0.5 * (((t % 0.8) - 0.4) / 0.01) ** 2) + 0.01 * rng.normal(size=t.size)  # synthetic spikes
+peaks = np.concatenate([det.process(ecg), det.flush()])
+w, rr, idx = prep.beats(ecg, peaks)
+labels = est.predict(w, rr)
+print(json.dumps({"peaks": len(peaks), "labels": len(labels), "modules": sorted(sys.modules)}))
+"""
+
+
+def test_device_path_imports_no_training_framework(small_bundle):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(small_bundle)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["peaks"] >= 20 and res["labels"] >= 20
+    loaded = {m.split(".")[0] for m in res["modules"]}
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
