@@ -31,21 +31,20 @@ def _params(items: list[str] | None) -> dict:
     return out
 
 
-def _write_json(path: str | None, obj: dict) -> Path | None:
-    if not path:
-        return None
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(obj, indent=2) + "\n")
-    return p
+def _publish(rep: dict, title: str, json_path: str | None, plot_title: str) -> None:
+    """The table on stdout; with a JSON path, the figures there and the confusion plot beside them."""
+    from .metrics import format_table
 
-
-def _plot_beside(json_path: Path | None, rep: dict, title: str) -> Path | None:
-    if json_path is None:
-        return None
+    print(format_table(rep, title))
+    if not json_path:
+        return
     from .plots import confusion_png
 
-    return confusion_png(rep, json_path.with_name(json_path.stem + ".confusion.png"), title)
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rep, indent=2) + "\n")
+    plot = confusion_png(rep, path.with_name(path.stem + ".confusion.png"), plot_title)
+    print(f"json: {path}\nplot: {plot}")
 
 
 def _data_dir(args) -> Path:
@@ -61,7 +60,8 @@ def cmd_train(args) -> int:
     from .tasks import ecg
 
     info = ecg.train(_data_dir(args), parse_records(args.records), out=args.out, model=args.model,
-                     seed=args.seed, params=_params(args.param), progress=not args.quiet)
+                     seed=args.seed, params=_params(args.param), include_paced=args.include_paced,
+                     progress=not args.quiet)
     counts = " ".join(f"{k}={v}" for k, v in info["class_counts"].items())
     print(f"trained {args.model} on {len(info['records'])} records, {info['n_beats']} beats ({counts}) "
           f"in {info['seconds']:.1f} s")
@@ -71,43 +71,33 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data.mitdb import parse_records
-    from .metrics import format_table
     from .tasks import ecg
 
     rep = ecg.evaluate(args.bundle, _data_dir(args), parse_records(args.records), beats=args.beats,
-                       progress=not args.quiet)
+                       include_paced=args.include_paced, progress=not args.quiet)
     note = " (includes records the model was trained on: not an inter-patient figure)" \
         if rep["includes_training_records"] else ""
-    print(format_table(rep, f"{Path(args.bundle).name} on {len(rep['records'])} records, "
-                            f"{args.beats} beats{note}"))
-    path = _write_json(args.json, rep)
-    plot = _plot_beside(path, rep, f"{Path(args.bundle).name}, {args.beats} beats")
-    if path:
-        print(f"json: {path}\nplot: {plot}")
+    _publish(rep, f"{Path(args.bundle).name} on {len(rep['records'])} records, {args.beats} beats{note}",
+             args.json, f"{Path(args.bundle).name}, {args.beats} beats")
     return 0
 
 
 def cmd_cv(args) -> int:
     from .data.mitdb import parse_records
-    from .metrics import format_table
     from .tasks import ecg
 
     rep = ecg.cross_validate(_data_dir(args), parse_records(args.records), model=args.model,
                              folds=args.folds, seed=args.seed, params=_params(args.param),
-                             progress=not args.quiet)
-    print(format_table(rep, f"{args.model}: record-grouped {rep['n_folds']}-fold cross-validation over "
-                            f"{len(rep['records'])} records ({rep['seconds']:.1f} s)"))
-    path = _write_json(args.json, rep)
-    plot = _plot_beside(path, rep, f"{args.model}, {rep['n_folds']}-fold record-grouped CV")
-    if path:
-        print(f"json: {path}\nplot: {plot}")
+                             include_paced=args.include_paced, progress=not args.quiet)
+    _publish(rep, f"{args.model}: record-grouped {rep['n_folds']}-fold cross-validation over "
+                  f"{len(rep['records'])} records ({rep['seconds']:.1f} s)",
+             args.json, f"{args.model}, {rep['n_folds']}-fold record-grouped CV")
     return 0
 
 
 def cmd_demo(args) -> int:
     """Train on some shipped records, then run the streaming detector and the model on the others."""
     from .data.mitdb import list_records
-    from .metrics import format_table
     from .tasks import ecg
 
     out = Path(args.out)
@@ -120,10 +110,8 @@ def cmd_demo(args) -> int:
     print(f"    {info['n_beats']} beats in {info['seconds']:.1f} s -> {info['bundle']}")
     print(f"2/2 evaluating on unseen records {', '.join(test)}, beats found by the streaming detector")
     rep = ecg.evaluate(info["bundle"], SAMPLE_DIR, test, beats="detected", progress=True)
-    print(format_table(rep, "\nresult (inter-patient, detected beats; a small demo, not a benchmark):"))
-    path = _write_json(str(out / "demo-evaluation.json"), rep)
-    plot = _plot_beside(path, rep, "demo: unseen records, detected beats")
-    print(f"json: {path}\nplot: {plot}")
+    _publish(rep, "\nresult (inter-patient, detected beats; a small demo, not a benchmark):",
+             str(out / "demo-evaluation.json"), "demo: unseen records, detected beats")
     return 0
 
 
@@ -136,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data", metavar="DIR",
                         help="directory of WFDB records (default: the excerpt shipped with edgeseq)")
         sp.add_argument("--records", metavar="LIST", help=records_help)
+        sp.add_argument("--include-paced", action="store_true",
+                        help="allow paced records (102, 104, 107, 217), excluded by AAMI EC57 by default")
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     def model_args(sp):

@@ -7,7 +7,6 @@ Trains an echo-state network on some records, writes a bundle, reloads it the wa
 """
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -65,11 +64,11 @@ def _build_model(kind: str, seed: int, params: dict | None):
 
 
 def train(data_dir, records=None, *, out, model: str = "esn", seed: int = 0, params: dict | None = None,
-          prep: EcgPreprocessing | None = None, progress: bool = True) -> dict:
+          prep: EcgPreprocessing | None = None, include_paced: bool = False, progress: bool = True) -> dict:
     """Fit a model on the annotated beats of ``records`` and write a bundle to ``out``."""
     t0 = time.perf_counter()
     prep = prep or EcgPreprocessing()
-    names = select_records(data_dir, records)
+    names = select_records(data_dir, records, include_paced=include_paced)
     beats = load_beats(data_dir, names, prep, progress=progress)
     if len(beats.labels) == 0:
         raise EdgeseqError(f"no usable beats in records {', '.join(names)} of {data_dir}")
@@ -119,7 +118,8 @@ def _outside(samples: np.ndarray, episodes) -> np.ndarray:
     return keep
 
 
-def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", progress: bool = True) -> dict:
+def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", include_paced: bool = False,
+             progress: bool = True) -> dict:
     """Score a bundle on records. ``beats="detected"`` finds the beats with the streaming detector
     stored in the bundle; missed reference beats and false detections count as errors."""
     if beats not in ("reference", "detected"):
@@ -127,7 +127,7 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", p
     bundle, prep, est = load_model(bundle_path)
     trained = bundle.manifest.get("training", {}).get("records", [])
     if records:
-        names, seen = select_records(data_dir, records), None
+        names = select_records(data_dir, records, include_paced=include_paced)
         seen = any(r in trained for r in names)
     else:
         names, seen = _default_eval_records(data_dir, trained)
@@ -195,7 +195,7 @@ def record_folds(records: list[str], sizes, k: int, seed: int = 0) -> list[list[
 
 def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | None = None, seed: int = 0,
                    params: dict | None = None, prep: EcgPreprocessing | None = None,
-                   progress: bool = True) -> dict:
+                   include_paced: bool = False, progress: bool = True) -> dict:
     """Record-grouped K-fold cross-validation (leave-one-record-out when ``folds`` is None).
 
     The reservoir is label-free, so its states are computed once for all beats and only the
@@ -203,7 +203,7 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
     """
     t0 = time.perf_counter()
     prep = prep or EcgPreprocessing()
-    names = select_records(data_dir, records)
+    names = select_records(data_dir, records, include_paced=include_paced)
     if len(names) < 2:
         raise EdgeseqError("cross-validation needs at least two records")
     beats = load_beats(data_dir, names, prep, progress=progress)
