@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from reservoirpy.nodes import Reservoir
 
+from edgeseq.preprocess.ecg import RR_FEATURES
 from edgeseq.models.esn import ESNClassifier, batched_states, reservoir_init, sequence_states
 
 
@@ -14,7 +15,7 @@ def _beats(n=240, T=40, seed=0):
     t = np.arange(T)
     centre = np.where(y == 0, 10, 28)[:, None]
     X = np.exp(-0.5 * ((t - centre) / 3.0) ** 2) + 0.05 * rng.normal(size=(n, T))
-    rr = rng.normal(size=(n, 6)).astype(np.float32)
+    rr = (1 + 0.1 * rng.normal(size=(n, len(RR_FEATURES)))).astype(np.float32)  # physical-looking
     return X.astype(np.float32), rr, y
 
 

@@ -213,7 +213,7 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
     shared = hasattr(est, "reservoir_features")
     if shared:
         est.init_reservoir(1)
-        feats = est.reservoir_features(beats.windows, progress=Progress(
+        feats = est.reservoir_features(beats.windows, rr=beats.rr, progress=Progress(
             "reservoir states", len(beats.labels), enabled=progress))
     conf = np.zeros((N_CLASSES, N_CLASSES), np.int64)
     per_fold = []

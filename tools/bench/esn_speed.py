@@ -65,25 +65,28 @@ def main() -> None:
     prep = ecg.EcgPreprocessing()
     beats = ecg.load_beats(args.data, ["208", "209", "119"], prep, progress=False)
     rng = np.random.default_rng(0)
-    U = beats.windows[rng.choice(len(beats.windows), args.n_seq, replace=False)].astype(np.float64)
+    pick = rng.choice(len(beats.windows), args.n_seq, replace=False)
+    U = beats.windows[pick].astype(np.float64)
     est = ESNClassifier()
     est.init_reservoir(1)
     W, Win, b, lr = est.W_, est.Win_, est.bias_, est.lr
+    const = est.reservoir_rr(beats.rr[pick])  # RR inputs, constant over each window
     res = Reservoir(units=W.shape[0], lr=lr, W=W, Win=Win, bias=b)
 
     t0 = time.perf_counter()
     rp_last = np.empty((len(U), W.shape[0]))
     rp_mean = np.empty_like(rp_last)
     for i, u in enumerate(U):
-        res.reset()
-        s = res.run(u[:, None])
+        if i:  # reservoirpy 0.4 cannot reset a reservoir that has not run yet
+            res.reset()
+        s = res.run(np.c_[u[:, None], np.repeat(const[i][None], len(u), axis=0)])
         rp_last[i], rp_mean[i] = s[-1], s.mean(axis=0)
     t_rp = time.perf_counter() - t0
     t0 = time.perf_counter()
-    last64, mean64 = batched_states(U, W, Win, b, lr, dtype=np.float64)
+    last64, mean64 = batched_states(U, W, Win, b, lr, const=const, dtype=np.float64)
     t_64 = time.perf_counter() - t0
     t0 = time.perf_counter()
-    last32, mean32 = batched_states(U, W, Win, b, lr, dtype=np.float32)
+    last32, mean32 = batched_states(U, W, Win, b, lr, const=const, dtype=np.float32)
     t_32 = time.perf_counter() - t0
     err64 = float(max(np.abs(last64 - rp_last).max(), np.abs(mean64 - rp_mean).max()))
     err32 = float(max(np.abs(last32 - rp_last).max(), np.abs(mean32 - rp_mean).max()))

@@ -1,0 +1,333 @@
+"""Echo-state network beat classifier.
+
+The reservoir is reservoirpy's (its initialisers draw ``W``, ``Win`` and ``bias`` from the usual
+hyper-parameters), but states are computed here for a whole batch of beats at once: one dense
+matrix product per time step for thousands of beats, instead of one reservoirpy ``run`` per beat.
+Prediction needs numpy only, so the same class is the float reference on a device.
+
+Update rule (reservoirpy 0.4's ``Reservoir``)::
+
+    x[t] = (1 - lr) * x[t-1] + lr * tanh(W x[t-1] + Win u[t] + bias),    x[-1] = 0
+
+Each beat window is its own sequence starting from a zero state. The input ``u[t]`` is the ECG
+sample plus a few rhythm features of the beat held constant over the window (log record-normalised
+RR intervals and rhythm irregularity): the reservoir then mixes rhythm and morphology nonlinearly,
+which a linear readout of rhythm features cannot (a premature beat is ectopic in a regular rhythm,
+not in atrial fibrillation). The readout sees the last state, the mean state and all per-beat
+features, and is ridge regression on one-hot targets with tempered, capped class-balanced weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import EdgeseqError
+
+_HYPER = ("units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
+          "bias_scaling", "rr_inputs", "ridge", "class_weight", "class_weight_power",
+          "class_weight_cap", "seed", "dtype", "batch_size")
+
+
+def reservoir_init(units: int, input_dim: int, *, lr: float, sr: float, input_scaling,
+                   rc_connectivity: float, input_connectivity: float, bias_scaling: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw ``(W, Win, bias)`` with reservoirpy's own initialisers (host only).
+
+    ``input_scaling`` is a float or one value per input column, as reservoirpy takes it.
+    """
+    from reservoirpy.mat_gen import bernoulli
+    from reservoirpy.nodes import Reservoir
+
+    if np.ndim(input_scaling):
+        input_scaling = np.asarray(input_scaling, dtype=np.float64)
+    bias = bernoulli(input_scaling=bias_scaling) if bias_scaling else 0.0
+    res = Reservoir(units, lr=lr, sr=sr, input_scaling=input_scaling,
+                    rc_connectivity=rc_connectivity, input_connectivity=input_connectivity,
+                    bias=bias, seed=seed)
+    res.initialize(np.zeros((1, input_dim)))
+    W = res.W.toarray() if hasattr(res.W, "toarray") else np.asarray(res.W)
+    Win = res.Win.toarray() if hasattr(res.Win, "toarray") else np.asarray(res.Win)
+    b = np.broadcast_to(np.asarray(res.bias.toarray() if hasattr(res.bias, "toarray") else res.bias,
+                                   dtype=np.float64).reshape(-1), (units,)).copy()
+    return W, Win, b
+
+
+def batched_states(U: np.ndarray, W: np.ndarray, Win: np.ndarray, bias: np.ndarray, lr: float,
+                   *, const: np.ndarray | None = None, dtype=np.float32, batch_size: int = 2048,
+                   progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Last and mean reservoir state of every sequence in ``U`` (shape ``(B, T)`` or ``(B, T, D)``).
+
+    ``const`` (``(B, K)``) are inputs held constant over each sequence; they use the last ``K``
+    columns of ``Win``. Input, constant inputs and bias ride in the same matrix product as the
+    recurrence (``[x, u, c, 1] @ [W; Win; bias]``), so one ``(batch, N) @ (N, N)``-sized product
+    and four elementwise passes are all the work of a step; batching bounds memory to a few
+    ``(batch, N)`` arrays whatever ``B`` is. ``progress(done, total)`` is called per batch.
+    """
+    U = np.asarray(U)
+    if U.ndim == 2:
+        U = U[:, :, None]
+    B, T, D = U.shape
+    N = W.shape[0]
+    K = 0 if const is None else np.shape(const)[1]
+    if Win.shape != (N, D + K):
+        raise ValueError(f"Win has shape {Win.shape}, expected {(N, D + K)} for {D} sequence and "
+                         f"{K} constant inputs")
+    WA = np.concatenate([np.asarray(W, np.float64).T, np.asarray(Win, np.float64).T,
+                         np.asarray(bias, np.float64).reshape(1, N)]).astype(dtype)
+    lr = np.dtype(dtype).type(lr)
+    last = np.empty((B, N), dtype=dtype)
+    mean = np.empty((B, N), dtype=dtype)
+    for start in range(0, B, batch_size):
+        u = np.ascontiguousarray(U[start:start + batch_size], dtype=dtype)
+        n = u.shape[0]
+        XA = np.zeros((n, N + D + K + 1), dtype=dtype)
+        XA[:, N + D:N + D + K] = const[start:start + n] if K else 0
+        XA[:, -1] = 1
+        x = XA[:, :N]  # the state lives inside the product's left operand
+        h = np.empty((n, N), dtype=dtype)
+        acc = np.zeros((n, N), dtype=dtype)
+        for t in range(T):
+            XA[:, N:N + D] = u[:, t]
+            np.matmul(XA, WA, out=h)
+            np.tanh(h, out=h)
+            h -= x
+            h *= lr
+            x += h
+            acc += x
+        last[start:start + n] = x
+        mean[start:start + n] = acc / T
+        if progress:
+            progress(start + n, B)
+    return last, mean
+
+
+def sequence_states(u: np.ndarray, W: np.ndarray, Win: np.ndarray, bias: np.ndarray, lr: float,
+                    dtype=np.float64) -> np.ndarray:
+    """Every state of one sequence ``u`` (``(T, D)``), as reservoirpy's ``run`` returns them."""
+    u = np.asarray(u, dtype=dtype)
+    if u.ndim == 1:
+        u = u[:, None]
+    drive = u @ np.asarray(Win, dtype=dtype).T + np.asarray(bias, dtype=dtype).reshape(1, -1)
+    WT = np.asarray(W, dtype=dtype).T
+    x = np.zeros(W.shape[0], dtype=dtype)
+    out = np.empty((len(u), W.shape[0]), dtype=dtype)
+    for t in range(len(u)):
+        x = (1 - lr) * x + lr * np.tanh(x @ WT + drive[t])
+        out[t] = x
+    return out
+
+
+def _lists(v):
+    return [_lists(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+class ESNClassifier:
+    """Echo-state network for beat classification (scikit-learn estimator contract).
+
+    Hyper-parameters are the reservoirpy ``Reservoir`` ones (``units``, ``lr``, ``sr``,
+    ``input_scaling`` -- a float or one value per input: the window's channels, then the
+    ``rr_inputs`` --, ``rc_connectivity``, ``input_connectivity``, ``bias_scaling`` for a
+    Bernoulli bias, ``seed``), plus:
+
+    - ``rr_inputs``: ``[column, ref]`` pairs; each column of ``rr`` is fed to the reservoir as
+      ``log((x + 0.01) / (ref + 0.01))`` (0 at a typical value; the 0.01 keeps a perfectly regular
+      rhythm's zero irregularity finite). Defaults: the three record-normalised intervals and
+      the irregularity of :data:`edgeseq.preprocess.ecg.RR_FEATURES`.
+    - ``ridge``: readout regularisation on standardised features, per unit of sample weight, so
+      the same value suits a few hundred beats and fifty thousand.
+    - ``class_weight`` (``"balanced"`` or None), ``class_weight_power`` (tempering exponent on
+      the balanced weights) and ``class_weight_cap`` (largest weight): full balancing lets a
+      class of a few beats from one patient (MIT-BIH DS1 has 8 Q beats, 414 F beats mostly in one
+      record) dominate the fit.
+
+    Learned attributes end in ``_``.
+    """
+
+    def __init__(self, units: int = 300, lr: float = 0.3, sr: float = 0.9,
+                 input_scaling=(1.0, 0.5, 0.5, 0.5, 0.1), rc_connectivity: float = 0.1,
+                 input_connectivity: float = 1.0, bias_scaling: float = 0.2,
+                 rr_inputs=((3, 1.0), (4, 1.0), (5, 1.0), (6, 0.05)), ridge: float = 0.02,
+                 class_weight: str | None = "balanced", class_weight_power: float = 0.75,
+                 class_weight_cap: float | None = 10.0, seed: int = 0, dtype: str = "float32",
+                 batch_size: int = 2048):
+        self.units = units
+        self.lr = lr
+        self.sr = sr
+        self.input_scaling = input_scaling
+        self.rc_connectivity = rc_connectivity
+        self.input_connectivity = input_connectivity
+        self.bias_scaling = bias_scaling
+        self.rr_inputs = rr_inputs
+        self.ridge = ridge
+        self.class_weight = class_weight
+        self.class_weight_power = class_weight_power
+        self.class_weight_cap = class_weight_cap
+        self.seed = seed
+        self.dtype = dtype
+        self.batch_size = batch_size
+
+    # -- scikit-learn style parameters -------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict:
+        # Tuples become lists so the params are the same after a JSON round trip.
+        return {k: _lists(getattr(self, k)) for k in _HYPER}
+
+    def set_params(self, **params) -> "ESNClassifier":
+        for k, v in params.items():
+            if k not in _HYPER:
+                raise ValueError(f"unknown ESN hyper-parameter {k!r}")
+            setattr(self, k, v)
+        return self
+
+    # -- the reservoir: unsupervised, so cross-validation can share its states ---------------
+    def init_reservoir(self, input_dim: int = 1) -> "ESNClassifier":
+        """Draw the reservoir for windows of ``input_dim`` channels (plus the ``rr_inputs``)."""
+        cols, ref = self._rr_spec()
+        n_in = input_dim + len(cols)
+        scaling = self.input_scaling
+        if np.ndim(scaling) and len(scaling) != n_in:
+            raise EdgeseqError(f"ESN input_scaling has {len(scaling)} values but the reservoir has "
+                               f"{n_in} inputs ({input_dim} window channels + {len(cols)} rr_inputs)")
+        self.W_, self.Win_, self.bias_ = reservoir_init(
+            self.units, n_in, lr=self.lr, sr=self.sr, input_scaling=scaling,
+            rc_connectivity=self.rc_connectivity, input_connectivity=self.input_connectivity,
+            bias_scaling=self.bias_scaling, seed=self.seed)
+        return self
+
+    def reservoir_features(self, windows: np.ndarray, progress=None, *, rr: np.ndarray | None = None
+                           ) -> np.ndarray:
+        """``[last state, mean state]`` per beat, ``(B, 2 * units)``. ``rr`` is required when the
+        reservoir takes ``rr_inputs`` (the default)."""
+        self._check_reservoir()
+        const = self.reservoir_rr(rr)
+        if const is not None and len(const) != len(windows):
+            raise EdgeseqError(f"got {len(const)} rows of RR features for {len(windows)} beat windows")
+        last, mean = batched_states(windows, self.W_, self.Win_, self.bias_, self.lr, const=const,
+                                    dtype=np.dtype(self.dtype).type, batch_size=self.batch_size,
+                                    progress=progress)
+        return np.concatenate([last, mean], axis=1)
+
+    # -- readout ------------------------------------------------------------------------------
+    def fit_readout(self, features: np.ndarray, rr: np.ndarray, y: np.ndarray,
+                    n_classes: int | None = None) -> "ESNClassifier":
+        """Ridge readout on precomputed reservoir features plus the per-beat features."""
+        y = np.asarray(y, dtype=np.int64)
+        n_classes = int(n_classes if n_classes is not None else y.max() + 1)
+        X = self._design(features, rr).astype(np.float64)
+        mu = X.mean(axis=0)
+        sd = X.std(axis=0)
+        sd[sd < 1e-8] = 1.0
+        Z = (X - mu) / sd
+        counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+        w = self._class_weights(counts)[y]
+        Y = np.full((len(y), n_classes), -1.0)
+        Y[np.arange(len(y)), y] = 1.0
+        Zb = np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
+        Zw = Zb * w[:, None]
+        A = Zb.T @ Zw
+        reg = np.full(A.shape[0], self.ridge * w.sum())
+        reg[-1] = 0.0  # the intercept is not shrunk
+        A[np.diag_indices_from(A)] += reg
+        beta = np.linalg.solve(A, Zw.T @ Y)
+        # Fold the standardisation into the weights so inference is one affine map.
+        coef = beta[:-1] / sd[:, None]
+        self.Wout_ = coef
+        self.bout_ = beta[-1] - mu @ coef
+        self.classes_ = np.arange(n_classes)
+        self.class_counts_ = counts.astype(np.int64)
+        return self
+
+    def fit(self, windows: np.ndarray, rr: np.ndarray, y: np.ndarray, n_classes: int | None = None,
+            progress=None) -> "ESNClassifier":
+        windows = np.asarray(windows)
+        self.init_reservoir(1 if windows.ndim == 2 else windows.shape[2])
+        return self.fit_readout(self.reservoir_features(windows, progress, rr=rr), rr, y, n_classes)
+
+    def decision_function_from_features(self, features: np.ndarray, rr: np.ndarray) -> np.ndarray:
+        self._check_readout()
+        X = self._design(features, rr)
+        if X.shape[1] != self.Wout_.shape[0]:
+            raise EdgeseqError(f"this ESN's readout takes {self.Wout_.shape[0]} features, got "
+                               f"{features.shape[1]} reservoir + {X.shape[1] - features.shape[1]} per-beat")
+        return X.astype(np.float64) @ self.Wout_ + self.bout_
+
+    def decision_function(self, windows: np.ndarray, rr: np.ndarray, progress=None) -> np.ndarray:
+        self._check_readout()
+        return self.decision_function_from_features(self.reservoir_features(windows, progress, rr=rr), rr)
+
+    def predict(self, windows: np.ndarray, rr: np.ndarray, progress=None) -> np.ndarray:
+        return np.argmax(self.decision_function(windows, rr, progress), axis=1)
+
+    # -- bundle I/O ---------------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        self._check_readout()
+        return {"W": self.W_.astype(np.float32), "Win": self.Win_.astype(np.float32),
+                "bias": self.bias_.astype(np.float32), "Wout": self.Wout_.astype(np.float32),
+                "bout": self.bout_.astype(np.float32)}
+
+    @classmethod
+    def from_arrays(cls, params: dict, arrays: dict[str, np.ndarray]) -> "ESNClassifier":
+        unknown = set(params) - set(_HYPER)
+        if unknown:
+            raise EdgeseqError(f"unknown ESN hyper-parameters in bundle: {', '.join(sorted(unknown))}")
+        missing = [k for k in ("W", "Win", "bias", "Wout", "bout") if k not in arrays]
+        if missing:
+            raise EdgeseqError(f"ESN bundle lacks weight arrays: {', '.join(missing)}")
+        model = cls(**params)
+        model.W_, model.Win_, model.bias_ = arrays["W"], arrays["Win"], arrays["bias"]
+        model.Wout_, model.bout_ = arrays["Wout"], arrays["bout"]
+        units = model.W_.shape[0]
+        if (model.W_.shape != (units, units) or model.Win_.shape[0] != units
+                or model.Win_.shape[1] <= len(model._rr_spec()[0]) or model.bias_.shape != (units,)):
+            raise EdgeseqError(f"ESN bundle weights have inconsistent shapes: W {model.W_.shape}, "
+                               f"Win {model.Win_.shape}, bias {model.bias_.shape}")
+        model.classes_ = np.arange(model.Wout_.shape[1])
+        return model
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _rr_spec(self) -> tuple[np.ndarray, np.ndarray]:
+        spec = np.asarray(self.rr_inputs if self.rr_inputs is not None and len(self.rr_inputs)
+                          else np.zeros((0, 2)), dtype=np.float64)
+        if spec.ndim != 2 or spec.shape[1] != 2 or np.any(spec[:, 0] < 0) or np.any(spec[:, 0] % 1):
+            raise EdgeseqError(f"ESN rr_inputs must be [column, ref] pairs, got {self.rr_inputs!r}")
+        return spec[:, 0].astype(np.int64), spec[:, 1]
+
+    def reservoir_rr(self, rr) -> np.ndarray | None:
+        """The reservoir's constant inputs ``(B, len(rr_inputs))`` from the beats' ``rr``, or None
+        when it takes none: what ``batched_states(..., const=)`` needs."""
+        cols, ref = self._rr_spec()
+        if not len(cols):
+            return None
+        if rr is None:
+            raise EdgeseqError("this ESN feeds RR features into its reservoir (rr_inputs): pass the "
+                               "beats' rr to reservoir_features(windows, rr=rr)")
+        rr = np.asarray(rr, dtype=np.float64)
+        if rr.ndim != 2 or rr.shape[1] <= cols.max():
+            raise EdgeseqError(f"RR features must be (beats, k > {cols.max()}), got {rr.shape}")
+        # Physiological values sit well inside +-3; the clip keeps a corrupt one from pinning
+        # every unit of the reservoir.
+        return np.clip(np.log(np.maximum(rr[:, cols] + 0.01, 1e-6) / (ref + 0.01)), -3.0, 3.0)
+
+    def _class_weights(self, counts: np.ndarray) -> np.ndarray:
+        if self.class_weight is None:
+            return np.ones(len(counts))
+        if self.class_weight != "balanced":
+            raise ValueError(f"class_weight must be 'balanced' or None, not {self.class_weight!r}")
+        present = counts > 0
+        cw = np.zeros(len(counts))
+        cw[present] = (counts.sum() / (present.sum() * counts[present])) ** self.class_weight_power
+        return cw if self.class_weight_cap is None else np.minimum(cw, self.class_weight_cap)
+
+    def _design(self, features: np.ndarray, rr: np.ndarray) -> np.ndarray:
+        rr = np.asarray(rr, dtype=features.dtype)
+        if rr.ndim != 2 or len(rr) != len(features):
+            raise EdgeseqError(f"RR features must be (beats, k) with one row per beat; got {rr.shape} "
+                               f"for {len(features)} beats")
+        return np.concatenate([features, rr], axis=1)
+
+    def _check_reservoir(self):
+        if not hasattr(self, "W_"):
+            raise RuntimeError("ESNClassifier: reservoir not initialised; call fit() first")
+
+    def _check_readout(self):
+        if not hasattr(self, "Wout_"):
+            raise RuntimeError("ESNClassifier: readout not fitted; call fit() first")
