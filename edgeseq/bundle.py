@@ -69,6 +69,9 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray]) -> Path
                            "that is not a bundle")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would follow the bundle to the board
     try:
         np.savez(tmp / WEIGHTS, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         files = {WEIGHTS: {"sha256": sha256_file(tmp / WEIGHTS), "bytes": (tmp / WEIGHTS).stat().st_size}}

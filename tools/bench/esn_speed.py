@@ -4,9 +4,10 @@
 
 (a) `edgeseq train ecg` on every DS1 record in DIR, wall time split into reading + states + readout.
 (b) The same reservoir (the default ESN's hyper-parameters and seed) and the same DS1 beat windows
-    through reservoirpy's own `Reservoir.run`, one sequence at a time as a reservoirpy user would,
-    and through edgeseq's batched states in float64 and float32. States must agree within 1e-6 in
-    float64; the speed-up is reported as a ratio measured in this one run.
+    through reservoirpy's own `Reservoir.run` (all sequences in one call, with workers=1 and -1, and
+    one call per sequence), and through edgeseq's batched states in float64 and float32. States must
+    agree within 1e-6 in float64; the speed-up is a ratio against the fastest reservoirpy way,
+    measured in this one run.
 """
 
 from __future__ import annotations
@@ -71,17 +72,27 @@ def main() -> None:
     est.init_reservoir(1)
     W, Win, b, lr = est.W_, est.Win_, est.bias_, est.lr
     const = est.reservoir_rr(beats.rr[pick])  # RR inputs, constant over each window
-    res = Reservoir(units=W.shape[0], lr=lr, W=W, Win=Win, bias=b)
 
+    # reservoirpy's own multi-sequence run: every sequence starts from the same (zero) state,
+    # as edgeseq's batched states do. workers=1 is its default; -1 uses every core via joblib.
+    X = np.concatenate([U[:, :, None], np.repeat(const[:, None, :], U.shape[1], axis=1)], axis=2)
+    timings = {}
+    for workers in (1, -1):
+        res = Reservoir(units=W.shape[0], lr=lr, W=W, Win=Win, bias=b)
+        t0 = time.perf_counter()
+        states = res.run(X, workers=workers)
+        timings[workers] = time.perf_counter() - t0
+    rp_last, rp_mean = states[:, -1], states.mean(axis=1)
+    # A hand loop over sequences with reset() is what many users write, and is faster here.
+    res = Reservoir(units=W.shape[0], lr=lr, W=W, Win=Win, bias=b)
     t0 = time.perf_counter()
-    rp_last = np.empty((len(U), W.shape[0]))
-    rp_mean = np.empty_like(rp_last)
-    for i, u in enumerate(U):
+    for i, x in enumerate(X):
         if i:  # reservoirpy 0.4 cannot reset a reservoir that has not run yet
             res.reset()
-        s = res.run(np.c_[u[:, None], np.repeat(const[i][None], len(u), axis=0)])
-        rp_last[i], rp_mean[i] = s[-1], s.mean(axis=0)
-    t_rp = time.perf_counter() - t0
+        s = res.run(x)
+        assert np.abs(s[-1] - rp_last[i]).max() < 1e-12
+    timings["loop"] = time.perf_counter() - t0
+    t_rp = min(timings.values())  # the ratio is against the fastest way to run reservoirpy
     t0 = time.perf_counter()
     last64, mean64 = batched_states(U, W, Win, b, lr, const=const, dtype=np.float64)
     t_64 = time.perf_counter() - t0
@@ -91,11 +102,15 @@ def main() -> None:
     err64 = float(max(np.abs(last64 - rp_last).max(), np.abs(mean64 - rp_mean).max()))
     err32 = float(max(np.abs(last32 - rp_last).max(), np.abs(mean32 - rp_mean).max()))
     out["states"] = {"n_seq": len(U), "steps": U.shape[1], "units": int(W.shape[0]),
-                     "reservoirpy_run_s": round(t_rp, 3), "batched_float64_s": round(t_64, 3),
+                     "reservoirpy_run_s": round(timings[1], 3), "reservoirpy_run_all_cores_s": round(timings[-1], 3),
+                     "reservoirpy_loop_s": round(timings["loop"], 3), "reservoirpy_fastest_s": round(t_rp, 3),
+                     "batched_float64_s": round(t_64, 3),
                      "batched_float32_s": round(t_32, 3), "ratio_float64": round(t_rp / t_64, 1),
                      "ratio_float32": round(t_rp / t_32, 1), "max_abs_diff_float64": err64,
                      "max_abs_diff_float32": err32}
-    print(f"(b) {len(U)} beat windows x {U.shape[1]} steps, {W.shape[0]} units: reservoirpy run {t_rp:.2f} s, "
+    print(f"(b) {len(U)} beat windows x {U.shape[1]} steps, {W.shape[0]} units: reservoirpy run(all) "
+          f"{timings[1]:.2f} s, run(all, workers=-1) {timings[-1]:.2f} s, run() per sequence {timings['loop']:.2f} s; "
+          f"against the fastest ({t_rp:.2f} s): "
           f"batched float64 {t_64:.3f} s ({t_rp / t_64:.0f}x), float32 {t_32:.3f} s ({t_rp / t_32:.0f}x); "
           f"max |diff| float64 {err64:.1e}, float32 {err32:.1e}")
     assert err64 < 1e-6, f"batched float64 states differ from reservoirpy by {err64}"
