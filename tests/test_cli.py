@@ -136,3 +136,24 @@ def test_error_bad_param(sample, tmp_path):
                           "--out", str(tmp_path / "b"), "--quiet"]), "KEY=VALUE")
     _one_line_error(_run(["train", "ecg", "--data", str(sample), "--records", "119", "--param", "colour=1",
                           "--out", str(tmp_path / "b"), "--quiet"]), "hyper-parameter")
+
+
+def test_error_sample_rate_too_low(small_bundle, tmp_path):
+    import numpy as np
+    import wfdb
+
+    sig = np.sin(np.linspace(0, 300, 6000))[:, None]
+    wfdb.wrsamp("100", fs=50, units=["mV"], sig_name=["MLII"], p_signal=sig, fmt=["16"], write_dir=str(tmp_path))
+    wfdb.wrann("100", "atr", np.array([100, 200, 300]), symbol=["N", "N", "N"], write_dir=str(tmp_path))
+    _one_line_error(_run(["evaluate", str(small_bundle), "--data", str(tmp_path), "--quiet"]),
+                    r"record 100: sample rate 50 Hz .* below")
+
+
+def test_error_truncated_signal(sample, small_bundle, tmp_path):
+    import shutil
+
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(sample / f"208.{ext}", tmp_path / f"208.{ext}")
+    (tmp_path / "208.dat").write_bytes((sample / "208.dat").read_bytes()[:1000])
+    _one_line_error(_run(["evaluate", str(small_bundle), "--data", str(tmp_path), "--beats", "detected",
+                          "--quiet"]), r"record 208: .*208\.dat")
