@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,17 +82,12 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray]) -> Path
                          "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                                     for k, v in arrays.items()}}
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
-        if out.exists():
-            for p in out.iterdir():
-                if p.is_file():
-                    p.unlink()
-            out.rmdir()
+        if out.exists():  # checked above: an old bundle, safe to replace whole
+            shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
-            for p in tmp.iterdir():
-                p.unlink()
-            tmp.rmdir()
+            shutil.rmtree(tmp)
     return out
 
 

@@ -94,3 +94,11 @@ def test_path_escape_in_manifest_is_refused(tmp_path):
     (path / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(EdgeseqError, match="outside the bundle"):
         load_bundle(path)
+
+
+def test_overwrite_replaces_a_bundle_with_extra_content(tmp_path):
+    path = _write(tmp_path)
+    (path / "plots").mkdir()
+    (path / "plots" / "old.png").write_bytes(b"png")
+    path = _write(tmp_path, W=np.ones(2, np.float32))
+    assert sorted(p.name for p in path.iterdir()) == [MANIFEST, WEIGHTS]
