@@ -56,8 +56,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` to ``weights.npz`` and ``manifest`` (completed with hashes) beside it.
+def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
+                 files: dict[str, Path] | None = None) -> Path:
+    """Write ``arrays`` to ``weights.npz``, copy ``files`` (name in the bundle -> source path, e.g.
+    an exported model) beside it, and write ``manifest`` completed with every file's hash.
 
     Files are written to a temporary sibling directory and moved into place, so an interrupted
     write never leaves a bundle whose manifest and weights disagree.
@@ -75,9 +77,14 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray]) -> Path
     tmp.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would follow the bundle to the board
     try:
         np.savez(tmp / WEIGHTS, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-        files = {WEIGHTS: {"sha256": sha256_file(tmp / WEIGHTS), "bytes": (tmp / WEIGHTS).stat().st_size}}
+        for name, src in (files or {}).items():
+            if name in (WEIGHTS, MANIFEST) or Path(name).name != name:
+                raise ValueError(f"bundle file name {name!r} is reserved or not a plain name")
+            shutil.copyfile(src, tmp / name)
+        listed = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                  for p in sorted(tmp.iterdir())}
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, "edgeseq_version": __version__,
-                **manifest, "files": files}
+                **manifest, "files": listed}
         full["model"] = {**full["model"], "weights": WEIGHTS,
                          "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                                     for k, v in arrays.items()}}

@@ -95,6 +95,23 @@ def cmd_cv(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .data.mitdb import parse_records
+    from .export.onnx import export_esn_onnx
+
+    calibration = None
+    if args.int8:
+        if not args.calibration:
+            raise EdgeseqError("--int8 needs --calibration DIR: real beats set the activation ranges")
+        from .data.mitdb import select_records
+
+        calibration = (Path(args.calibration), select_records(args.calibration, parse_records(args.records)))
+    out = export_esn_onnx(args.bundle, args.out, int8=args.int8, calibration=calibration)
+    size = (out / "model.onnx").stat().st_size
+    print(f"exported {'int8' if args.int8 else 'float32'} {args.format} bundle: {out} (model.onnx {size} bytes)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Train on some shipped records, then run the streaming detector and the model on the others."""
     from .data.mitdb import list_records
@@ -163,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", metavar="FILE", help="write the figures as JSON, and the plot beside it")
     c.set_defaults(func=cmd_cv)
 
+    x = sub.add_parser("export", help="export a bundle for a device runtime",
+                       description="Export a trained bundle to a deployable bundle (manifest, model "
+                                   "file, hashes) that evaluate and edgeseq.runtime accept. TFLite "
+                                   "export is not available yet.")
+    x.add_argument("bundle", metavar="BUNDLE", help="trained bundle directory")
+    x.add_argument("--format", choices=["onnx"], default="onnx", help="model format (default onnx)")
+    x.add_argument("--int8", action="store_true",
+                   help="int8 weights with int16 activations, calibrated on real beats")
+    x.add_argument("--calibration", metavar="DIR", help="WFDB records for int8 calibration")
+    x.add_argument("--records", metavar="LIST",
+                   help="calibration records (default: the DS1 records present in DIR)")
+    x.add_argument("--out", required=True, metavar="OUT", help="exported bundle directory to write")
+    x.set_defaults(func=cmd_export)
+
     d = sub.add_parser("demo", help="train and evaluate on the shipped MIT-BIH excerpt",
                        description="End to end on data shipped with edgeseq: train an ESN on some "
                                    "records, evaluate it on the others with the streaming detector.")
@@ -182,9 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgeseq: error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
-        if exc.name in {"scipy", "wfdb", "reservoirpy", "matplotlib"}:
-            print(f"edgeseq: error: '{args.command}' needs {exc.name}, part of the 'train' extra: "
-                  f"pip install 'edgeseq[train]'", file=sys.stderr)
+        extra = {"scipy": "train", "wfdb": "train", "reservoirpy": "train", "matplotlib": "train",
+                 "onnx": "export", "onnxruntime": "export"}.get(exc.name)
+        if extra:
+            print(f"edgeseq: error: '{args.command}' needs {exc.name}, part of the '{extra}' extra: "
+                  f"pip install 'edgeseq[{extra}]'", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:

@@ -103,6 +103,18 @@ def load_model(bundle_path):
     return bundle, prep, est
 
 
+def load_predictor(bundle_path):
+    """``(bundle, preprocessing, predict(windows, rr) -> labels)``: an exported bundle runs on the
+    device runtime (ONNX), a training bundle on the numpy reference."""
+    bundle, prep, est = load_model(bundle_path)
+    if "runtime" not in bundle.manifest:
+        return bundle, prep, est.predict
+    from ..runtime import load
+
+    model = load(bundle_path, task=TASK)
+    return bundle, prep, lambda w, f: model.classify(np.asarray(w, np.float32), np.asarray(f, np.float32))
+
+
 def _default_eval_records(data_dir, trained: list[str]) -> tuple[list[str], bool]:
     """Records present that the bundle did not train on; all of them if there are none."""
     present = [r for r in list_records(data_dir) if r not in PACED]
@@ -124,7 +136,7 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
     stored in the bundle; missed reference beats and false detections count as errors."""
     if beats not in ("reference", "detected"):
         raise EdgeseqError(f"--beats must be 'reference' or 'detected', not {beats!r}")
-    bundle, prep, est = load_model(bundle_path)
+    bundle, prep, predict = load_predictor(bundle_path)
     trained = bundle.manifest.get("training", {}).get("records", [])
     if records:
         names = select_records(data_dir, records, include_paced=include_paced)
@@ -141,7 +153,7 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
         rec = load_record(data_dir, name, fs=prep.sample_rate, lead=prep.lead)
         if beats == "reference":
             w, f, idx = prep.beats(rec.signal, rec.beat_samples)
-            c = confusion(rec.beat_labels[idx], est.predict(w, f), N_CLASSES)
+            c = confusion(rec.beat_labels[idx], predict(w, f), N_CLASSES)
             conf += c
             per_record[name] = {"n_beats": int(c.sum()), "accuracy": float(np.trace(c) / max(c.sum(), 1))}
         else:
@@ -150,7 +162,7 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
             w, f, idx = prep.beats(rec.signal, peaks)
             pred = np.full(len(peaks), -1, np.int64)
             if len(idx):
-                pred[idx] = est.predict(w, f)
+                pred[idx] = predict(w, f)
             ref_ok = _outside(rec.beat_samples, rec.vf_episodes)
             det_ok = _outside(peaks, rec.vf_episodes)
             ref, ref_lab = rec.beat_samples[ref_ok], rec.beat_labels[ref_ok]
@@ -173,6 +185,8 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
         out["detection"] = {"se": det_tp / max(det_tp + det_fn, 1), "ppv": det_tp / max(det_tp + det_fp, 1),
                             "n_reference": det_tp + det_fn, "n_detected": det_tp + det_fp,
                             "window_s": 0.150, "excluded": "ventricular flutter episodes ([ ... ])"}
+    runtime = bundle.manifest.get("runtime")
+    out["runtime"] = {k: runtime[k] for k in ("format", "precision")} if runtime else {"format": "numpy"}
     out.update({"beats": beats, "bundle": str(bundle.path), "data": str(data_dir), "records": names,
                 "includes_training_records": bool(seen), "per_record": per_record})
     return out

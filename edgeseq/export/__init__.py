@@ -1,0 +1,1 @@
+"""Host-side exporters of bundles to other runtimes (ONNX)."""

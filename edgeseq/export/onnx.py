@@ -1,0 +1,322 @@
+"""Export an ESN bundle to ONNX (host side; ``onnx`` and ``onnxruntime.quantization`` are imported
+lazily so ``import edgeseq.export`` stays cheap).
+
+Two graphs go into the exported bundle:
+
+- ``model.onnx``, the WINDOW model ``(window [B, T], rr [B, 9]) -> logits [B, 5]``: rr -> reservoir
+  constant inputs, the whole reservoir run over the window, last + mean state, readout. One call
+  per beat (or per batch of beats).
+- ``step.onnx``, the STEP model ``(u [B, 1], const [B, K], state [B, N]) -> state' [B, N]``: one
+  reservoir update, for a device that feeds samples as they arrive.
+
+The input drive ``u[t] * Win[:, 0] + const @ Win[:, 1:].T + bias`` of every step is computed in
+one broadcast before the recurrence, so a step is MatMul + Add + Tanh + Sub + Mul + Add on
+``[B, 1, N]`` tensors.
+
+Window graph form, chosen by measurement (onnxruntime 1.32, CPU, intra_op_num_threads=1, DS1
+bundle N=300, T=126, median of 300 single-beat runs on a 2-core host VM)::
+
+    form                       B=1 us/beat (median, p90)   B=2000 us/beat   file
+    Scan (body = one step)     961, 1067                   533              381 kB
+    unrolled (126 steps)       1054, 1453                  1156             400 kB
+
+The float export is Scan (faster, and it does not hold 126 states alive in a batch). The int8
+export is unrolled: ``quantize_static`` calibrates and quantizes main-graph tensors only, never a
+Scan/Loop body. Its recurrent weight is one int8 initializer shared by all 126 MatMuls.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
+from ..errors import EdgeseqError
+
+OPSET = 17
+MODEL = "model.onnx"
+STEP = "step.onnx"
+
+
+# -- graph construction ----------------------------------------------------------------------------
+
+def _esn_parts(manifest: dict, arrays: dict) -> dict:
+    kind = manifest["model"]["kind"]
+    if kind != "esn":
+        raise EdgeseqError(f"ONNX export supports ESN bundles only, this one is {kind!r}")
+    params = manifest["model"]["params"]
+    spec = np.asarray(params.get("rr_inputs") or np.zeros((0, 2)), dtype=np.float64).reshape(-1, 2)
+    W = np.asarray(arrays["W"], np.float32)
+    Win = np.asarray(arrays["Win"], np.float32)
+    N = W.shape[0]
+    K = len(spec)
+    D = Win.shape[1] - K
+    if D != 1:
+        raise EdgeseqError(f"ONNX export supports single-channel windows, this reservoir has {D} inputs")
+    inp = manifest["model"].get("input", {})
+    return {"W": W, "Win": Win, "bias": np.asarray(arrays["bias"], np.float32),
+            "Wout": np.asarray(arrays["Wout"], np.float32), "bout": np.asarray(arrays["bout"], np.float32),
+            "lr": float(params["lr"]), "cols": spec[:, 0].astype(np.int64), "ref": spec[:, 1],
+            "N": N, "K": K, "T": int(inp.get("window_length", 0)) or None,
+            "F": len(inp.get("rr_features", [])) or None}
+
+
+def _init(name, arr):
+    from onnx import numpy_helper
+    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+
+
+def _const_rr(helper, p, nodes, inits):
+    """rr [B, F] -> const [B, K], exactly ``ESNClassifier.reservoir_rr``."""
+    inits += [_init("rr_cols", p["cols"]),
+              _init("rr_eps", np.array(0.01, np.float32)),
+              _init("rr_floor", np.array(1e-6, np.float32)),
+              _init("rr_ref", (p["ref"] + 0.01).astype(np.float32)),
+              _init("rr_lo", np.array(-3.0, np.float32)), _init("rr_hi", np.array(3.0, np.float32))]
+    nodes += [helper.make_node("Gather", ["rr", "rr_cols"], ["rr_sel"], axis=1),
+              helper.make_node("Add", ["rr_sel", "rr_eps"], ["rr_add"]),
+              helper.make_node("Max", ["rr_add", "rr_floor"], ["rr_max"]),
+              helper.make_node("Div", ["rr_max", "rr_ref"], ["rr_ratio"]),
+              helper.make_node("Log", ["rr_ratio"], ["rr_log"]),
+              helper.make_node("Clip", ["rr_log", "rr_lo", "rr_hi"], ["const"])]
+
+
+def _cell(helper, x, d, out, tag, nodes):
+    """``out = x + lr * (tanh(x @ W.T + d) - x)``, the reservoirpy update in the reference's order."""
+    nodes += [helper.make_node("MatMul", [x, "WT"], [f"rec{tag}"]),
+              helper.make_node("Add", [f"rec{tag}", d], [f"pre{tag}"]),
+              helper.make_node("Tanh", [f"pre{tag}"], [f"act{tag}"]),
+              helper.make_node("Sub", [f"act{tag}", x], [f"dx{tag}"]),
+              helper.make_node("Mul", [f"dx{tag}", "lr"], [f"ldx{tag}"]),
+              helper.make_node("Add", [x, f"ldx{tag}"], [out])]
+
+
+def build_window_model(p: dict, form: str = "unrolled"):
+    """The WINDOW graph in ``form`` ``"unrolled"`` or ``"scan"`` (both kept for the measurement)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    N, T = p["N"], p["T"]
+    if T is None:
+        raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
+    F = p["F"] or 9
+    nodes, inits = [], []
+    _const_rr(helper, p, nodes, inits)
+    inits += [_init("WT", p["W"].T), _init("win_u", p["Win"][:, 0].reshape(1, 1, N)),
+              _init("WinCT", p["Win"][:, 1:].T), _init("bias", p["bias"]),
+              _init("lr", np.array(p["lr"], np.float32)), _init("ax2", np.array([2], np.int64)),
+              _init("ax1", np.array([1], np.int64)), _init("Wout", p["Wout"]), _init("bout", p["bout"]),
+              _init("invT", np.array(1.0 / T, np.float32)), _init("shapeBN", np.array([-1, N], np.int64))]
+    # Drive of every step at once: window[:, :, None] * Win[:, 0] + (const @ WinC.T + bias)[:, None].
+    nodes += [helper.make_node("MatMul", ["const", "WinCT"], ["cdrive0"]),
+              helper.make_node("Add", ["cdrive0", "bias"], ["cdrive1"]),
+              helper.make_node("Unsqueeze", ["cdrive1", "ax1"], ["cdrive"]),
+              helper.make_node("Unsqueeze", ["window", "ax2"], ["win3"]),
+              helper.make_node("Mul", ["win3", "win_u"], ["udrive"]),
+              helper.make_node("Add", ["udrive", "cdrive"], ["drive"])]  # [B, T, N]
+    if form == "unrolled":
+        nodes.append(helper.make_node("Split", ["drive"], [f"d{t}" for t in range(T)], axis=1,
+                                      num_outputs=T) if OPSET >= 18 else
+                     helper.make_node("Split", ["drive"], [f"d{t}" for t in range(T)], axis=1))
+        # x[0] = lr * tanh(d0) since x[-1] = 0: saves a MatMul and the zero state's dynamic shape.
+        nodes += [helper.make_node("Tanh", ["d0"], ["act0"]),
+                  helper.make_node("Mul", ["act0", "lr"], ["x0"])]
+        for t in range(1, T):
+            _cell(helper, f"x{t - 1}", f"d{t}", f"x{t}", t, nodes)
+        nodes += [helper.make_node("Sum", [f"x{t}" for t in range(T)], ["xsum"]),
+                  helper.make_node("Reshape", [f"x{T - 1}", "shapeBN"], ["last"])]
+    elif form == "scan":
+        body_nodes = []
+        _cell(helper, "xs", "ds", "xn", "", body_nodes)
+        body_nodes.append(helper.make_node("Add", ["accs", "xn"], ["accn"]))
+        f = TensorProto.FLOAT
+        body = helper.make_graph(
+            body_nodes, "step",
+            [helper.make_tensor_value_info("xs", f, None), helper.make_tensor_value_info("accs", f, None),
+             helper.make_tensor_value_info("ds", f, None)],
+            [helper.make_tensor_value_info("xn", f, None), helper.make_tensor_value_info("accn", f, None)])
+        nodes += [helper.make_node("Shape", ["cdrive1"], ["shape_bn"]),
+                  helper.make_node("ConstantOfShape", ["shape_bn"], ["zeros"]),
+                  helper.make_node("Scan", ["zeros", "zeros", "drive"], ["last", "xsum"], body=body,
+                                   num_scan_inputs=1, scan_input_axes=[1])]
+    else:
+        raise ValueError(f"unknown graph form {form!r}")
+    nodes += [helper.make_node("Reshape", ["xsum", "shapeBN"], ["xsum2"]),
+              helper.make_node("Mul", ["xsum2", "invT"], ["mean"]),
+              helper.make_node("Concat", ["last", "mean", "rr"], ["features"], axis=1),
+              helper.make_node("MatMul", ["features", "Wout"], ["lin"]),
+              helper.make_node("Add", ["lin", "bout"], ["logits"])]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "esn_window",
+        [helper.make_tensor_value_info("window", f, ["B", T]), helper.make_tensor_value_info("rr", f, ["B", F])],
+        [helper.make_tensor_value_info("logits", f, ["B", p["Wout"].shape[1]])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edgeseq")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_step_model(p: dict):
+    import onnx
+    from onnx import TensorProto, helper
+
+    N, K = p["N"], p["K"]
+    nodes = [helper.make_node("MatMul", ["const", "WinCT"], ["cdrive0"]),
+             helper.make_node("Add", ["cdrive0", "bias"], ["cdrive"]),
+             helper.make_node("Mul", ["u", "win_u"], ["udrive"]),  # [B, 1] * [N]
+             helper.make_node("Add", ["udrive", "cdrive"], ["drive"])]
+    _cell(helper, "state", "drive", "state_out", "", nodes)
+    inits = [_init("WT", p["W"].T), _init("win_u", p["Win"][:, 0]), _init("WinCT", p["Win"][:, 1:].T),
+             _init("bias", p["bias"]), _init("lr", np.array(p["lr"], np.float32))]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "esn_step",
+        [helper.make_tensor_value_info("u", f, ["B", 1]), helper.make_tensor_value_info("const", f, ["B", K]),
+         helper.make_tensor_value_info("state", f, ["B", N])],
+        [helper.make_tensor_value_info("state_out", f, ["B", N])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeseq")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+# -- int8 -------------------------------------------------------------------------------------------
+
+class _Reader:
+    """CalibrationDataReader over real beats, a batch per call."""
+
+    def __init__(self, windows, rr, batch=64):
+        self._feeds = iter([{"window": windows[i:i + batch].astype(np.float32),
+                             "rr": rr[i:i + batch].astype(np.float32)}
+                            for i in range(0, len(windows), batch)])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+    def rewind(self):  # never called by quantize_static's MinMax path; kept for the protocol
+        pass
+
+
+def quantize_window_model(float_path: Path, out_path: Path, windows, rr) -> None:
+    """QDQ int8 weights + int16 activations: an 8-bit reservoir state drifts over 126 steps (each
+    step re-quantizes x and the error compounds), 16-bit keeps it next to float."""
+    import logging
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice (pre-processing, opset 21) is not for users
+    try:
+        quantize_static(str(float_path), str(out_path), _Reader(windows, rr),
+                        quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QInt16, per_channel=False,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        op_types_to_quantize=["MatMul"],
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    finally:
+        root.setLevel(level)
+    _compact(out_path)
+
+
+def _compact(path: Path) -> None:
+    """Rename tensors to short ids and drop node names: the unrolled QDQ graph has ~1500 nodes
+    whose generated names (``ldx57_QuantizeLinear_Output``...) weigh more than the int8 weights."""
+    import onnx
+
+    m = onnx.load(str(path))
+    g = m.graph
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    names: dict[str, str] = {}
+
+    def short(n):
+        if not n or n in keep:
+            return n
+        if n not in names:
+            names[n] = format(len(names), "x")
+        return names[n]
+
+    for init in g.initializer:
+        init.name = short(init.name)
+    for node in g.node:
+        node.name = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    del g.value_info[:]
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+# -- bundle ------------------------------------------------------------------------------------------
+
+def _calibration_beats(calibration, manifest, limit=2000):
+    if calibration is None:
+        raise EdgeseqError("int8 export needs calibration beats: pass calibration=(windows, rr) or "
+                           "calibration=(data_dir, records)")
+    a, b = calibration
+    if isinstance(a, np.ndarray):
+        windows, rr = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    else:
+        from ..preprocess.ecg import EcgPreprocessing
+        from ..tasks.ecg import load_beats
+        prep = EcgPreprocessing.from_config(manifest["preprocessing"])
+        beats = load_beats(a, list(b), prep, progress=False)
+        windows, rr = beats.windows, beats.rr
+    if len(windows) > limit:  # an even spread over records, not the first record only
+        idx = np.linspace(0, len(windows) - 1, limit).astype(np.int64)
+        windows, rr = windows[idx], rr[idx]
+    return windows, rr
+
+
+def export_esn_onnx(bundle_path, out_dir, *, int8: bool = False, calibration=None,
+                    form: str = "scan") -> Path:
+    """Write an exported bundle: the source manifest plus a ``runtime`` section, ``model.onnx``
+    (WINDOW), ``step.onnx`` (STEP, always float) and the source ``weights.npz`` (the numpy
+    reference keeps working from the same directory).
+
+    ``calibration`` (int8 only): ``(windows, rr)`` arrays, or ``(data_dir, records)`` to read beats.
+    """
+    import onnx
+
+    src = Path(bundle_path)
+    bundle = load_bundle(src)
+    manifest = json.loads(json.dumps(bundle.manifest))
+    if "runtime" in manifest:
+        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
+    p = _esn_parts(manifest, bundle.arrays)
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="edgeseq_onnx_") as work:
+        work = Path(work)
+        if int8:  # quantize_static calibrates main-graph tensors only, not a Scan body
+            form = "unrolled"
+        onnx.save(build_window_model(p, form), work / "float.onnx")
+        onnx.save(build_step_model(p), work / STEP)
+        model_file = work / "float.onnx"
+        if int8:
+            windows, rr = _calibration_beats(calibration, manifest)
+            quantize_window_model(work / "float.onnx", work / "int8.onnx", windows, rr)
+            model_file = work / "int8.onnx"
+        weights_name = manifest["model"].get("weights", WEIGHTS)
+        manifest["runtime"] = {
+            "format": "onnx", "precision": "int8" if int8 else "float32", "model": MODEL, "step": STEP,
+            "graph_form": form,
+            "source_sha256": sha256_file(src / weights_name),
+            "inputs": {"window": {"shape": ["B", p["T"]], "dtype": "float32"},
+                       "rr": {"shape": ["B", p["F"] or 9], "dtype": "float32"}},
+            "outputs": {"logits": {"shape": ["B", p["Wout"].shape[1]], "dtype": "float32"}},
+            "step_inputs": {"u": {"shape": ["B", 1], "dtype": "float32"},
+                            "const": {"shape": ["B", p["K"]], "dtype": "float32"},
+                            "state": {"shape": ["B", p["N"]], "dtype": "float32"}},
+            "step_outputs": {"state_out": {"shape": ["B", p["N"]], "dtype": "float32"}},
+            "rr_inputs": [[int(c), float(r)] for c, r in zip(p["cols"], p["ref"])],
+        }
+        if int8:
+            manifest["runtime"]["quantization"] = {
+                "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                "weights": "int8", "activations": "int16", "calibration_beats": int(len(windows))}
+        return write_bundle(out, manifest, bundle.arrays, files={MODEL: model_file, STEP: work / STEP})

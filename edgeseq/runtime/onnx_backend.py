@@ -1,0 +1,46 @@
+"""onnxruntime sessions for an exported bundle. onnxruntime is imported here, on first load, so
+``import edgeseq.runtime`` costs numpy and the standard library only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgeseqError
+
+
+class OnnxBackend:
+    def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EdgeseqError("this bundle runs on onnxruntime, which is not installed "
+                               "(pip install onnxruntime)") from None
+        opts = ort.SessionOptions()
+        # One core by default: a small device has few, and per-beat latency was measured so.
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._ort = ort
+        self._opts = opts
+        self.window = self._session(root / runtime["model"])
+        step = runtime.get("step")
+        self._step_path = root / step if step else None
+        self._step = None
+
+    def _session(self, path: Path):
+        try:
+            return self._ort.InferenceSession(str(path), self._opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
+
+    def logits(self, windows: np.ndarray, rr: np.ndarray) -> np.ndarray:
+        return self.window.run(None, {"window": windows, "rr": rr})[0]
+
+    def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
+        if self._step is None:  # most devices classify whole windows; load the step graph on demand
+            if self._step_path is None:
+                raise EdgeseqError("this exported bundle has no step model")
+            self._step = self._session(self._step_path)
+        return self._step.run(None, {"u": u, "const": const, "state": state})[0]
