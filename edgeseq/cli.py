@@ -96,9 +96,18 @@ def cmd_cv(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from .bundle import read_manifest
     from .data.mitdb import parse_records
     from .export.onnx import export_esn_onnx
 
+    if read_manifest(args.bundle)["model"].get("kind") == "reservoirpy":  # from edgeseq.from_reservoirpy
+        if args.int8:
+            raise EdgeseqError("int8 export of reservoirpy sequence bundles is not supported yet")
+        from .export.onnx_sequence import export_sequence_onnx
+
+        out = export_sequence_onnx(args.bundle, args.out)
+        print(f"exported float32 onnx sequence bundle: {out}")
+        return 0
     calibration = None
     if args.int8:
         if not args.calibration:

@@ -14,7 +14,7 @@ import numpy as np
 from ..bundle import load_bundle
 from ..errors import EdgeseqError
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "tflite")
 
 
 def _check(name: str, x, shape: tuple) -> np.ndarray:
@@ -77,8 +77,20 @@ class Model:
         self.state = None
 
 
-def load(path, *, task: str | None = "ecg", threads: int = 1) -> Model:
-    """Verify every file's hash (``load_bundle``) and open the exported model."""
+def _backend(root: Path, rt: dict, threads: int):
+    if rt["format"] == "onnx":
+        from .onnx_backend import OnnxBackend
+
+        return OnnxBackend(root, rt, threads=threads)
+    from .tflite_backend import TFLiteBackend
+
+    return TFLiteBackend(root, rt, threads=threads)
+
+
+def load(path, *, task: str | None = None, threads: int = 1):
+    """Verify every file's hash (``load_bundle``) and open the exported model: a beat classifier
+    (:class:`Model`), or for ``task == "sequence"`` bundles made by ``edgeseq.from_reservoirpy``, a
+    sequence model with ``run(X)``. ``task`` refuses a bundle of another task."""
     root = Path(path)
     bundle = load_bundle(root, task=task)
     m = bundle.manifest
@@ -93,5 +105,8 @@ def load(path, *, task: str | None = "ecg", threads: int = 1) -> Model:
     for key in ("model", "step"):
         if rt.get(key) and rt[key] not in m["files"]:
             raise EdgeseqError(f"bundle {root}: {rt[key]} is not listed with a hash in the manifest")
-    from .onnx_backend import OnnxBackend
-    return Model(root, m, OnnxBackend(root, rt, threads=threads))
+    if m["task"] == "sequence":
+        from .sequence import load_sequence
+
+        return load_sequence(root, threads=threads)
+    return Model(root, m, _backend(root, rt, threads))

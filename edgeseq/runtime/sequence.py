@@ -1,0 +1,164 @@
+"""Device-side runner of SEQUENCE bundles (an output at every time step), such as those made by
+:func:`edgeseq.interop.reservoirpy.from_reservoirpy` and exported by
+:func:`edgeseq.export.onnx_sequence.export_sequence_onnx`::
+
+    model = edgeseq.runtime.sequence.load_sequence("model.onnx.bundle")
+    Y = model.run(X)            # X (T, inputs) float32 -> Y (T, outputs) float32
+
+Every :meth:`SequenceModel.run` starts from the zero reservoir state, like reservoirpy's ``run`` on
+a freshly reset model: a call is one whole sequence, and two calls never share state.
+
+Numpy and the standard library at import time; onnxruntime is imported when a bundle is loaded.
+:class:`SequenceReference` is the numpy reference of the same computation, usable without ONNX.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import load_bundle
+from ..errors import EdgeseqError
+
+TASK = "sequence"
+ACTIVATIONS = ("tanh", "identity", "sigmoid", "relu")
+
+
+def _activation(name: str):
+    if name == "tanh":
+        return np.tanh
+    if name == "identity":
+        return lambda v: v
+    if name == "sigmoid":  # reservoirpy's two-branch form: exp never overflows
+        return lambda v: np.where(v < 0, np.exp(np.minimum(v, 0)) / (np.exp(np.minimum(v, 0)) + 1.0),
+                                  1.0 / (1.0 + np.exp(-np.maximum(v, 0))))
+    if name == "relu":
+        return lambda v: np.maximum(v, 0.0)
+    raise EdgeseqError(f"sequence model activation {name!r} is not supported (known: {', '.join(ACTIVATIONS)})")
+
+
+def _check_x(x, inputs: int) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise EdgeseqError(f"X must be a float32 numpy array of shape (T, {inputs}), got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise EdgeseqError(f"X must be float32 of shape (T, {inputs}), got {x.dtype} "
+                           f"(convert with .astype(np.float32))")
+    if x.ndim != 2 or x.shape[1] != inputs:
+        raise EdgeseqError(f"X must have shape (T, {inputs}) (time steps, inputs), got {tuple(x.shape)}")
+    if not np.all(np.isfinite(x)):
+        raise EdgeseqError("X contains NaN or infinite values")
+    return np.ascontiguousarray(x)
+
+
+class SequenceReference:
+    """Numpy reference of a reservoir + linear readout, state zero at the start of every run.
+
+    ``s[t] = (1 - lr) * s[t-1] + lr * f(W @ s[t-1] + Win @ x[t] + bias)``, ``s[-1] = 0``;
+    ``y[t] = [s[t], x[t]] @ Wout + bout`` (the ``x[t]`` rows only when ``input_to_readout``).
+    Arrays are computed in ``dtype`` (float64 by default, whatever they are stored in).
+    """
+
+    def __init__(self, arrays: dict, params: dict, dtype=np.float64):
+        self.dtype = np.dtype(dtype)
+        a = {k: np.asarray(arrays[k], self.dtype) for k in ("W", "Win", "bias", "lr", "Wout", "bout")}
+        self.W, self.Win, self.bias, self.lr, self.Wout, self.bout = (
+            a["W"], a["Win"], a["bias"], a["lr"], a["Wout"], a["bout"])
+        self.units = self.W.shape[0]
+        self.inputs = self.Win.shape[1]
+        self.outputs = self.Wout.shape[1]
+        self.input_to_readout = bool(params.get("input_to_readout", False))
+        self.f = _activation(params.get("activation", "tanh"))
+        want = self.units + (self.inputs if self.input_to_readout else 0)
+        if self.Wout.shape[0] != want:
+            raise EdgeseqError(f"sequence model readout has {self.Wout.shape[0]} input rows, expected {want}")
+
+    @classmethod
+    def from_bundle(cls, path, dtype=np.float64) -> "SequenceReference":
+        b = load_bundle(path, task=TASK)
+        return cls(b.arrays, b.manifest["model"]["params"], dtype=dtype)
+
+    def states(self, X) -> np.ndarray:
+        X = np.asarray(X, self.dtype)
+        if X.ndim != 2 or X.shape[1] != self.inputs:
+            raise EdgeseqError(f"X must have shape (T, {self.inputs}), got {tuple(X.shape)}")
+        drive = X @ self.Win.T + self.bias
+        S = np.empty((len(X), self.units), self.dtype)
+        s = np.zeros(self.units, self.dtype)
+        for t in range(len(X)):
+            # reservoirpy's order of operations, so float64 agrees to rounding
+            s = (1 - self.lr) * s + self.lr * self.f(self.W @ s + drive[t])
+            S[t] = s
+        return S
+
+    def run(self, X) -> np.ndarray:
+        S = self.states(X)
+        feats = np.concatenate([S, np.asarray(X, self.dtype)], axis=1) if self.input_to_readout else S
+        return feats @ self.Wout + self.bout
+
+
+class SequenceModel:
+    """An exported sequence bundle, ready to run. ``manifest`` and ``labels`` are the bundle's."""
+
+    def __init__(self, path: Path, manifest: dict, session):
+        self.path = path
+        self.manifest = manifest
+        self.labels = list(manifest["labels"])
+        rt = manifest["runtime"]
+        self.inputs = int(rt["inputs"]["x"]["shape"][1])
+        self.outputs = int(rt["outputs"]["y"]["shape"][1])
+        self._session = session
+
+    def run(self, X) -> np.ndarray:
+        """``X`` float32 (T, inputs) -> float32 (T, outputs), from the zero state."""
+        x = _check_x(X, self.inputs)
+        if len(x) == 0:  # a zero-length Scan is legal ONNX, but not worth a runtime's corner case
+            return np.zeros((0, self.outputs), np.float32)
+        return self._session.run(None, {"x": x})[0]
+
+    def classify(self, X) -> np.ndarray:
+        """Class index per time step (names in ``labels``)."""
+        if not self.labels:
+            raise EdgeseqError(f"bundle {self.path} is a regression model (no labels); use run()")
+        return np.argmax(self.run(X), axis=1)
+
+    def reset(self) -> None:
+        """Nothing to clear: every :meth:`run` starts from the zero state. Kept so code written
+        for stateful models keeps working."""
+
+
+def _session(path: Path, threads: int):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EdgeseqError("this bundle runs on onnxruntime, which is not installed "
+                           "(pip install onnxruntime)") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
+
+
+def load_sequence(path, *, threads: int = 1) -> SequenceModel:
+    """Verify every file's hash (``load_bundle``) and open the exported sequence model."""
+    root = Path(path)
+    bundle = load_bundle(root, task=TASK)
+    m = bundle.manifest
+    rt = m.get("runtime")
+    if not isinstance(rt, dict):
+        raise EdgeseqError(f"bundle {root} has no runtime section: it is a training bundle; "
+                           f"run `edgeseq export` on it to get one this runtime can load")
+    if rt.get("format") != "onnx":
+        raise EdgeseqError(f"bundle {root}: runtime format {rt.get('format')!r} is not supported (known: onnx)")
+    name = rt.get("model")
+    if not name or name not in m["files"]:
+        raise EdgeseqError(f"bundle {root}: {name} is not listed with a hash in the manifest")
+    try:
+        rt["inputs"]["x"]["shape"][1], rt["outputs"]["y"]["shape"][1]
+    except (KeyError, IndexError, TypeError):
+        raise EdgeseqError(f"bundle {root}: runtime section lacks the x/y shapes of a sequence model") from None
+    return SequenceModel(root, m, _session(root / name, threads))
