@@ -101,8 +101,8 @@ def cmd_export(args) -> int:
     from .export.onnx import export_esn_onnx
 
     if read_manifest(args.bundle)["model"].get("kind") == "reservoirpy":  # from edgeseq.from_reservoirpy
-        if args.int8:
-            raise EdgeseqError("int8 export of reservoirpy sequence bundles is not supported yet")
+        if args.int8 or args.format != "onnx":
+            raise EdgeseqError("reservoirpy sequence bundles export to float32 ONNX only, for now")
         from .export.onnx_sequence import export_sequence_onnx
 
         out = export_sequence_onnx(args.bundle, args.out)
@@ -115,9 +115,14 @@ def cmd_export(args) -> int:
         from .data.mitdb import select_records
 
         calibration = (Path(args.calibration), select_records(args.calibration, parse_records(args.records)))
-    out = export_esn_onnx(args.bundle, args.out, int8=args.int8, calibration=calibration)
-    size = (out / "model.onnx").stat().st_size
-    print(f"exported {'int8' if args.int8 else 'float32'} {args.format} bundle: {out} (model.onnx {size} bytes)")
+    if args.format == "tflite":
+        from .export.tflite import export_esn_tflite as export
+    else:
+        export = export_esn_onnx
+    out = export(args.bundle, args.out, int8=args.int8, calibration=calibration)
+    model = read_manifest(out)["runtime"]["model"]
+    size = (out / model).stat().st_size
+    print(f"exported {'int8' if args.int8 else 'float32'} {args.format} bundle: {out} ({model} {size} bytes)")
     return 0
 
 
@@ -191,10 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a bundle for a device runtime",
                        description="Export a trained bundle to a deployable bundle (manifest, model "
-                                   "file, hashes) that evaluate and edgeseq.runtime accept. TFLite "
-                                   "export is not available yet.")
+                                   "file, hashes) that evaluate and edgeseq.runtime accept.")
     x.add_argument("bundle", metavar="BUNDLE", help="trained bundle directory")
-    x.add_argument("--format", choices=["onnx"], default="onnx", help="model format (default onnx)")
+    x.add_argument("--format", choices=["onnx", "tflite"], default="onnx", help="model format (default onnx)")
     x.add_argument("--int8", action="store_true",
                    help="int8 weights with int16 activations, calibrated on real beats")
     x.add_argument("--calibration", metavar="DIR", help="WFDB records for int8 calibration")

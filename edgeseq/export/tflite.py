@@ -1,0 +1,440 @@
+"""Export an ESN bundle to a TFLite flatbuffer, written directly with the schema module that
+``ai-edge-litert`` ships (``ai_edge_litert.schema_py_generated``, imported lazily): no TensorFlow
+converter, which is a 1+ GB install for a graph of a dozen op kinds.
+
+``model.tflite`` is the WINDOW model ``(window [B, T], rr [B, F]) -> logits [B, C]``, the same
+function as ``model.onnx`` (see ``export/onnx.py``), unrolled over the T steps with builtin ops
+only. Tensors carry batch 1 in ``shape`` and -1 in ``shape_signature``: interpreters run it as is
+for one beat, ``resize_tensor_input`` gives any batch. Every step's FULLY_CONNECTED reads the same
+constant buffer for ``W``, so the file holds the weights once.
+
+One step (the reference's order, ``models/esn.py``)::
+
+    u_t   = SPLIT(window)[t]                       [B, 1]
+    d_t   = u_t * Win[:, 0] + cdrive               cdrive = const @ Win[:, 1:].T + bias, once
+    x_t   = x + lr * (tanh(FC(x, W) + d_t) - x)    x_0 = lr * tanh(d_0) (x_{-1} = 0)
+    acc_t = acc + x_t
+
+The window is split into [B, 1] columns, not broadcast to a [B, T, N] drive up front: a device
+running one beat then holds a few [1, N] tensors, not 126 of them.
+
+int8 (``int8=True``) is TFLite's 16x8 scheme on the recurrence and the readout: int8 symmetric
+per-tensor weights, int16 activations with zero point 0, int64 FULLY_CONNECTED bias. The rr front
+end (GATHER, LOG, ...) stays float: LOG and DIV have no int16 kernels, and it runs once per beat.
+Activation ranges come from running the graph's own arithmetic in numpy over calibration beats
+(``_ranges``), tensor by tensor.
+
+Measured (DS1 bundle N=300, all 50977 DS1 beats, ai-edge-litert 2.3, one thread, builtin kernels
+without XNNPACK, shared 2-core VM, median of 300 single-beat runs)::
+
+    model            file     us/beat   vs numpy reference
+    float32          512 kB   807       max |logit error| 4.8e-6, labels 100%
+    16x8 (int8)      287 kB   1852      labels 99.74% (ONNX int8 QDQ: 99.74%; the two agree 99.90%)
+    ONNX float/int8  381/144 kB
+
+Past the weights, the unrolled graph's ~1260 tensor tables (shape, signature, quantization)
+weigh ~150 kB (float) / ~190 kB (16x8).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
+from ..errors import EdgeseqError
+from .onnx import _calibration_beats, _esn_parts
+
+MODEL = "model.tflite"
+_I16 = 32767.0
+
+
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as s
+    except ImportError:
+        raise EdgeseqError("TFLite export needs the schema module of ai-edge-litert "
+                           "(pip install ai-edge-litert)") from None
+    return s
+
+
+class _Graph:
+    """Tensors, buffers and operators of one subgraph, packed with the schema's object API."""
+
+    def __init__(self, s):
+        self.s = s
+        self.tensors, self.ops, self.opcodes = [], [], {}
+        self.buffers = [s.BufferT()]  # buffer 0: the empty buffer every activation tensor points to
+        self.names: dict[str, int] = {}
+
+    def _quant(self, scale, zero=0, dim=0):
+        if scale is None:
+            return None
+        q = self.s.QuantizationParametersT()
+        q.scale = [float(v) for v in np.atleast_1d(scale)]
+        q.zeroPoint = [int(zero)] * len(q.scale)
+        q.quantizedDimension = dim
+        return q
+
+    def _add(self, name, shape, ttype, buffer, scale=None, batch=False):
+        t = self.s.TensorT()
+        t.name, t.type, t.buffer = name, ttype, buffer
+        t.shape = [1, *shape] if batch else list(shape)
+        if batch:
+            t.shapeSignature = [-1, *shape]
+        t.quantization = self._quant(scale)
+        self.tensors.append(t)
+        self.names[name] = len(self.tensors) - 1
+        return len(self.tensors) - 1
+
+    def const(self, name, arr, ttype, scale=None):
+        arr = np.ascontiguousarray(arr)
+        b = _AlignedBuffer()
+        b.data = np.frombuffer(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), np.uint8)
+        self.buffers.append(b)
+        return self._add(name, arr.shape, ttype, len(self.buffers) - 1, scale)
+
+    def act(self, name, shape, ttype, scale=None):
+        """A [B, *shape] activation tensor (batch dynamic)."""
+        return self._add(name, shape, ttype, 0, scale, batch=True)
+
+    def op(self, code, inputs, outputs, opt_type=0, opts=None):
+        s = self.s
+        self.opcodes.setdefault(code, len(self.opcodes))
+        o = s.OperatorT()
+        o.opcodeIndex = self.opcodes[code]
+        o.inputs, o.outputs = list(inputs), list(outputs)
+        o.builtinOptionsType, o.builtinOptions = opt_type, opts
+        self.ops.append(o)
+
+    def finish(self, inputs, outputs, description) -> bytes:
+        import flatbuffers
+        s = self.s
+        sg = s.SubGraphT()
+        sg.tensors, sg.operators, sg.name = self.tensors, self.ops, "esn_window"
+        sg.inputs, sg.outputs = list(inputs), list(outputs)
+        m = s.ModelT()
+        m.version = 3
+        m.description = description
+        m.subgraphs = [sg]
+        m.buffers = self.buffers
+        codes = sorted(self.opcodes, key=self.opcodes.get)
+        m.operatorCodes = []
+        for code in codes:
+            oc = s.OperatorCodeT()
+            # deprecated_builtin_code is what readers before schema 3a look at; version 1 is
+            # registered by every resolver, and kernels dispatch on tensor types, not versions.
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+            m.operatorCodes.append(oc)
+        sig = s.SignatureDefT()
+        sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+        sig.inputs = [self._tmap(n, i) for n, i in zip(("window", "rr"), inputs)]
+        sig.outputs = [self._tmap("logits", outputs[0])]
+        m.signatureDefs = [sig]
+        b = flatbuffers.Builder(1 << 20)
+        b.Finish(m.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+    def _tmap(self, name, idx):
+        t = self.s.TensorMapT()
+        t.name, t.tensorIndex = name, idx
+        return t
+
+
+class _AlignedBuffer:
+    """A ``BufferT`` whose bytes start on a 16-byte boundary: the interpreter reads constant
+    tensors in place, and SIMD kernels expect float and int8 weights aligned as the converter
+    writes them."""
+
+    data: np.ndarray
+
+    def Pack(self, builder):
+        from ai_edge_litert import schema_py_generated as s
+        payload = self.data.tobytes()
+        builder.StartVector(1, len(payload), 16)
+        builder.head -= len(payload)
+        builder.Bytes[builder.head:builder.head + len(payload)] = payload
+        builder.vectorNumElems = len(payload)
+        vec = builder.EndVector()
+        s.BufferStart(builder)
+        s.BufferAddData(builder, vec)
+        return s.BufferEnd(builder)
+
+
+# -- calibration -------------------------------------------------------------------------------------
+
+def _ranges(p: dict, windows: np.ndarray, rr: np.ndarray, batch: int = 500) -> dict[str, float]:
+    """max |value| of every quantized tensor of the graph, by the graph's arithmetic in float32."""
+    T, lr = p["T"], np.float32(p["lr"])
+    W, Win, bias = p["W"], p["Win"], p["bias"]
+    amax: dict[str, float] = {}
+
+    def see(name, v):
+        amax[name] = max(amax.get(name, 0.0), float(np.abs(v).max()))
+
+    for s in range(0, len(windows), batch):
+        w = windows[s:s + batch].astype(np.float32)
+        r = rr[s:s + batch].astype(np.float32)
+        const = np.clip(np.log(np.maximum(r[:, p["cols"]] + np.float32(0.01), np.float32(1e-6))
+                               / (p["ref"] + 0.01).astype(np.float32)), -3, 3).astype(np.float32)
+        cd = const @ Win[:, 1:].T + bias
+        see("window", w)
+        see("cdrive", cd)
+        see("rr", r)
+        x = acc = None
+        for t in range(T):
+            ud = w[:, t:t + 1] * Win[:, 0]
+            d = ud + cd
+            see(f"ud{t}", ud)
+            see(f"d{t}", d)
+            if t == 0:
+                x = lr * np.tanh(d)
+            else:
+                rec = x @ W.T
+                pre = rec + d
+                act = np.tanh(pre)
+                dx = act - x
+                ldx = lr * dx
+                see(f"rec{t}", rec)
+                see(f"pre{t}", pre)
+                see(f"dx{t}", dx)
+                see(f"ldx{t}", ldx)
+                x = x + ldx
+            see(f"x{t}", x)
+            acc = x if t == 0 else acc + x
+            if t:
+                see(f"acc{t}", acc)
+        mean = acc * np.float32(1.0 / T)
+        see("mean", mean)
+        logits = np.concatenate([x, mean, r], axis=1) @ p["Wout"] + p["bout"]
+        see("logits", logits)
+    return amax
+
+
+# -- graph --------------------------------------------------------------------------------------------
+
+def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> bytes:
+    """The WINDOW model; ``ranges`` (from ``_ranges``) selects the 16x8 quantized form."""
+    s = _schema()
+    BO, TT, OT = s.BuiltinOperator, s.TensorType, s.BuiltinOptions
+    N, K, T, lr = p["N"], p["K"], p["T"], float(p["lr"])
+    if T is None:
+        raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
+    F = p["F"] or 9
+    C = p["Wout"].shape[1]
+    q = ranges is not None
+    g = _Graph(s)
+    F32, I16, I8, I32, I64 = TT.FLOAT32, TT.INT16, TT.INT8, TT.INT32, TT.INT64
+
+    def sc(name):
+        # A zero range (a dead unit, an all-zero calibration) still needs a valid scale.
+        return max(ranges[name], 1e-8) / _I16
+
+    def act(name, shape, scale=None):
+        """float32 activation, or int16 at ``scale`` (default: the calibrated range of ``name``)."""
+        if not q:
+            return g.act(name, shape, F32)
+        return g.act(name, shape, I16, sc(name) if scale is None else scale)
+
+    def c16(name, arr):
+        """int16 symmetric constant (elementwise operands: lr, 1/T, Win[:, 0])."""
+        arr = np.asarray(arr, np.float32)
+        scale = max(float(np.abs(arr).max()), 1e-8) / _I16
+        return g.const(name, np.round(arr / scale).astype(np.int16), I16, scale), scale
+
+    def fc_weights(name, w, in_scale, quant):
+        """FULLY_CONNECTED weights [out, in]: float32, or int8 symmetric per-tensor (16x8 kernels
+        take per-tensor filters on every TFLite release; per-channel int16 is newer)."""
+        w = np.asarray(w, np.float32)
+        if not quant:
+            return g.const(name, w, F32), None
+        scale = max(float(np.abs(w).max()), 1e-12) / 127.0
+        return g.const(name, np.clip(np.round(w / scale), -127, 127).astype(np.int8), I8, scale), \
+            scale * in_scale
+
+    def fc(inp, wname, w, bias, out, in_scale=None, quant=None):
+        quant = q if quant is None else quant
+        widx, bscale = fc_weights(wname, w, in_scale, quant)
+        ins = [inp, widx]
+        if bias is None:
+            ins.append(-1)
+        elif quant:
+            ins.append(g.const(wname + "_b", np.round(np.asarray(bias, np.float64) / bscale).astype(np.int64),
+                               I64, bscale))
+        else:
+            ins.append(g.const(wname + "_b", np.asarray(bias, np.float32), F32))
+        o = s.FullyConnectedOptionsT()
+        g.op(BO.FULLY_CONNECTED, ins, [out], OT.FullyConnectedOptions, o)
+
+    def binop(code, a, b, out):
+        if code == BO.ADD:
+            o, t = s.AddOptionsT(), OT.AddOptions
+        elif code == BO.SUB:
+            o, t = s.SubOptionsT(), OT.SubOptions
+        elif code == BO.MUL:
+            o, t = s.MulOptionsT(), OT.MulOptions
+        else:
+            o, t = None, 0
+        if hasattr(o, "potScaleInt16"):
+            o.potScaleInt16 = False  # general int16 scales; the power-of-two path is for LSTMs
+        g.op(code, [a, b], [out], t, o)
+
+    # rr front end, float in both forms (see module docstring).
+    window = g.act("window", [T], F32)
+    rr = g.act("rr", [F], F32)
+    rr_sel = g.act("rr_sel", [K], F32)
+    go = s.GatherOptionsT()
+    go.axis = 1
+    g.op(BO.GATHER, [rr, g.const("rr_cols", p["cols"].astype(np.int32), I32)], [rr_sel], OT.GatherOptions, go)
+    prev = rr_sel
+    for name, code, val in (("rr_add", BO.ADD, 0.01), ("rr_max", BO.MAXIMUM, 1e-6),
+                            ("rr_ratio", BO.DIV, None), ("rr_log", BO.LOG, None),
+                            ("rr_lo", BO.MAXIMUM, -3.0), ("const", BO.MINIMUM, 3.0)):
+        out = g.act(name, [K], F32)
+        if code == BO.LOG:
+            g.op(code, [prev], [out])
+        else:
+            c = (p["ref"] + 0.01).astype(np.float32) if code == BO.DIV else np.array([val], np.float32)
+            binop(code, prev, g.const(name + "_c", c, F32), out)
+        prev = out
+    const = prev
+    if q:  # float front end -> int16 recurrence
+        cd_f = g.act("cdrive_f", [N], F32)
+        fc(const, "WinC", p["Win"][:, 1:], p["bias"], cd_f, quant=False)
+        cdrive = g.act("cdrive", [N], I16, sc("cdrive"))
+        g.op(BO.QUANTIZE, [cd_f], [cdrive])
+        win_q = g.act("window_q", [T], I16, sc("window"))
+        g.op(BO.QUANTIZE, [window], [win_q])
+        src = win_q
+    else:
+        cdrive = act("cdrive", [N])
+        fc(const, "WinC", p["Win"][:, 1:], p["bias"], cdrive)
+        src = window
+
+    cols = [act(f"u{t}", [1], sc("window") if q else None) for t in range(T)]
+    so = s.SplitOptionsT()
+    so.numSplits = T
+    g.op(BO.SPLIT, [g.const("axis1", np.array(1, np.int32), I32), src], cols, OT.SplitOptions, so)
+    if q:
+        win_u, _ = c16("win_u", p["Win"][:, 0])
+        lr_t, _ = c16("lr", np.array([lr], np.float32))
+        invT, _ = c16("invT", np.array([1.0 / T], np.float32))
+    else:
+        win_u = g.const("win_u", p["Win"][:, 0].astype(np.float32), F32)
+        lr_t = g.const("lr", np.array([lr], np.float32), F32)
+        invT = g.const("invT", np.array([1.0 / T], np.float32), F32)
+    tanh_scale = 1.0 / 32768  # the int16 TANH kernel's fixed output scale
+
+    x = acc = None
+    for t in range(T):
+        ud = act(f"ud{t}", [N])
+        binop(BO.MUL, cols[t], win_u, ud)
+        d = act(f"d{t}", [N])
+        binop(BO.ADD, ud, cdrive, d)
+        xn = act(f"x{t}", [N])
+        if t == 0:  # x_{-1} = 0: no recurrent product, the zero state needs no tensor
+            a = act("act0", [N], tanh_scale)
+            g.op(BO.TANH, [d], [a])
+            binop(BO.MUL, a, lr_t, xn)
+        else:
+            rec = act(f"rec{t}", [N])
+            fc(x, "W", p["W"], None, rec, sc(f"x{t - 1}") if q else None) if t == 1 else \
+                _fc_shared(g, s, x, rec)
+            pre = act(f"pre{t}", [N])
+            binop(BO.ADD, rec, d, pre)
+            a = act(f"act{t}", [N], tanh_scale)
+            g.op(BO.TANH, [pre], [a])
+            dx = act(f"dx{t}", [N])
+            binop(BO.SUB, a, x, dx)
+            ldx = act(f"ldx{t}", [N])
+            binop(BO.MUL, dx, lr_t, ldx)
+            binop(BO.ADD, x, ldx, xn)
+        x = xn
+        if t == 0:
+            acc = xn
+        else:
+            na = act(f"acc{t}", [N])
+            binop(BO.ADD, acc, xn, na)
+            acc = na
+
+    if q:
+        # CONCATENATION keeps int16 values as they are, so its inputs share one scale.
+        fs = max(ranges[f"x{T - 1}"], ranges["mean"], ranges["rr"]) / _I16
+        last = act("last", [N], fs)
+        g.op(BO.QUANTIZE, [x], [last])  # int16 -> int16 QUANTIZE is a requantization
+        mean = act("mean", [N], fs)
+        binop(BO.MUL, acc, invT, mean)
+        rr_q = act("rr_q", [F], fs)
+        g.op(BO.QUANTIZE, [rr], [rr_q])
+        feats = act("features", [2 * N + F], fs)
+        parts, in_scale = [last, mean, rr_q], fs
+    else:
+        mean = act("mean", [N])
+        binop(BO.MUL, acc, invT, mean)
+        feats = act("features", [2 * N + F])
+        parts, in_scale = [x, mean, rr], None
+    co = s.ConcatenationOptionsT()
+    co.axis = 1
+    g.op(BO.CONCATENATION, parts, [feats], OT.ConcatenationOptions, co)
+    if q:
+        lq = act("logits_q", [C], sc("logits"))
+        fc(feats, "Wout", p["Wout"].T, p["bout"], lq, in_scale)
+        logits = g.act("logits", [C], F32)
+        g.op(BO.DEQUANTIZE, [lq], [logits])
+    else:
+        logits = act("logits", [C])
+        fc(feats, "Wout", p["Wout"].T, p["bout"], logits)
+    desc = "edgeseq ESN window model" + (" (int8 weights, int16 activations)" if q else "")
+    return g.finish([window, rr], [logits], desc)
+
+
+def _fc_shared(g: _Graph, s, x: int, out: int) -> None:
+    """A step's recurrent product on the W tensor made by step 1: one buffer, T - 1 readers."""
+    ins = [x, g.names["W"]]
+    ins.append(g.names["W_b"] if "W_b" in g.names else -1)
+    g.op(s.BuiltinOperator.FULLY_CONNECTED, ins, [out], s.BuiltinOptions.FullyConnectedOptions,
+         s.FullyConnectedOptionsT())
+
+
+# -- bundle --------------------------------------------------------------------------------------------
+
+def export_esn_tflite(bundle_path, out_dir, *, int8: bool = False, calibration=None) -> Path:
+    """Write an exported bundle: the source manifest plus a ``runtime`` section (``format``
+    ``"tflite"``), ``model.tflite`` and the source ``weights.npz``.
+
+    ``calibration`` (int8 only): ``(windows, rr)`` arrays, or ``(data_dir, records)`` to read beats.
+    """
+    src = Path(bundle_path)
+    bundle = load_bundle(src)
+    manifest = json.loads(json.dumps(bundle.manifest))
+    if "runtime" in manifest:
+        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
+    p = _esn_parts(manifest, bundle.arrays)
+    ranges = None
+    if int8:
+        windows, rr = _calibration_beats(calibration, manifest)
+        ranges = _ranges(p, windows, rr)
+    data = build_window_tflite(p, ranges)
+    weights_name = manifest["model"].get("weights", WEIGHTS)
+    manifest["runtime"] = {
+        "format": "tflite", "precision": "int8" if int8 else "float32", "model": MODEL,
+        "graph_form": "unrolled",
+        "source_sha256": sha256_file(src / weights_name),
+        "inputs": {"window": {"shape": ["B", p["T"]], "dtype": "float32"},
+                   "rr": {"shape": ["B", p["F"] or 9], "dtype": "float32"}},
+        "outputs": {"logits": {"shape": ["B", p["Wout"].shape[1]], "dtype": "float32"}},
+        "rr_inputs": [[int(c), float(r)] for c, r in zip(p["cols"], p["ref"])],
+    }
+    if int8:
+        manifest["runtime"]["quantization"] = {
+            "tool": "edgeseq.export.tflite", "format": "tflite 16x8",
+            "weights": "int8 symmetric per-tensor", "activations": "int16",
+            "float_ops": "rr front end (gather, log, clip) and the reservoir's constant drive",
+            "calibration_beats": int(len(windows))}
+    with tempfile.TemporaryDirectory(prefix="edgeseq_tflite_") as work:
+        path = Path(work) / MODEL
+        path.write_bytes(data)
+        return write_bundle(Path(out_dir), manifest, bundle.arrays, files={MODEL: path})

@@ -1,0 +1,80 @@
+"""TFLite interpreter for an exported bundle (``runtime.format == "tflite"``). The interpreter
+(``ai_edge_litert``, else the older ``tflite_runtime`` wheel) is imported on first load, so
+``import edgeseq.runtime`` costs numpy and the standard library only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgeseqError
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise EdgeseqError("this bundle runs on a TFLite interpreter, and none is installed "
+                               "(pip install ai-edge-litert, or tflite-runtime on older boards)") from None
+    return Interpreter
+
+
+def _open(Interpreter, path: Path, threads: int):
+    """The builtin kernels without the default XNNPACK delegate: on the unrolled graph (~1100
+    small ops) XNNPACK's per-op overhead outweighs its kernels (DS1 bundle N=300, one beat, one
+    thread, shared 2-core VM: float 807 us median without it, 2279 us with it; int8 the same
+    either way, XNNPACK takes no 16x8 ops)."""
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import OpResolverType
+        except ImportError:  # tflite_runtime before 2.6: no resolver choice
+            return Interpreter(model_path=str(path), num_threads=threads)
+    return Interpreter(model_path=str(path), num_threads=threads,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+class TFLiteBackend:
+    def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
+        Interpreter = _interpreter_class()
+        path = root / runtime["model"]
+        try:
+            # One thread by default: a small device has few cores, and latency was measured so.
+            self._it = _open(Interpreter, path, int(threads))
+            self._it.allocate_tensors()
+        except Exception as exc:
+            raise EdgeseqError(f"the TFLite interpreter cannot load {path}: {exc}") from None
+        ins = {d["name"]: d for d in self._it.get_input_details()}
+        if set(ins) != {"window", "rr"}:
+            raise EdgeseqError(f"{path}: expected inputs window and rr, the model has {sorted(ins)}")
+        self._win, self._rr = ins["window"]["index"], ins["rr"]["index"]
+        self._out = self._it.get_output_details()[0]["index"]
+        self._batch = int(ins["window"]["shape"][0])
+        self._T, self._F = int(ins["window"]["shape"][1]), int(ins["rr"]["shape"][1])
+        self._C = int(self._it.get_output_details()[0]["shape"][1])
+
+    def _resize(self, b: int) -> None:
+        # Re-planning the arena costs far more than a beat, so keep the last batch size.
+        if b != self._batch:
+            self._it.resize_tensor_input(self._win, [b, self._T])
+            self._it.resize_tensor_input(self._rr, [b, self._F])
+            self._it.allocate_tensors()
+            self._batch = b
+
+    def logits(self, windows: np.ndarray, rr: np.ndarray) -> np.ndarray:
+        b = len(windows)
+        if b == 0:
+            return np.zeros((0, self._C), np.float32)
+        self._resize(b)
+        self._it.set_tensor(self._win, np.ascontiguousarray(windows, np.float32))
+        self._it.set_tensor(self._rr, np.ascontiguousarray(rr, np.float32))
+        self._it.invoke()
+        return self._it.get_tensor(self._out).copy()  # get_tensor's array is the arena: the next call reuses it
+
+    def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
+        raise EdgeseqError("this TFLite bundle has no step model (it exports the window model only)")

@@ -1,0 +1,124 @@
+"""TFLite export (flatbuffer written directly) and its backend, on the packaged excerpt with a
+small reservoir."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from edgeseq.bundle import load_bundle  # noqa: E402
+from edgeseq.errors import EdgeseqError  # noqa: E402
+from edgeseq.export.tflite import export_esn_tflite  # noqa: E402
+from edgeseq.runtime.tflite_backend import TFLiteBackend  # noqa: E402
+from edgeseq.tasks import ecg  # noqa: E402
+
+SAMPLE = Path(ecg.__file__).resolve().parents[1] / "data" / "sample"
+TRAIN = ["106", "118", "119", "124", "201", "205", "220", "223"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tflite")
+    ecg.train(SAMPLE, TRAIN, out=d / "src", params={"units": 60}, progress=False)
+    _, prep, est = ecg.load_model(d / "src")
+    beats = ecg.load_beats(SAMPLE, TRAIN + ["208", "209"], prep, progress=False)
+    idx = np.linspace(0, len(beats.windows) - 1, 1500).astype(np.int64)
+    w, rr = beats.windows[idx].astype(np.float32), beats.rr[idx].astype(np.float32)
+    fl = export_esn_tflite(d / "src", d / "float")
+    q = export_esn_tflite(d / "src", d / "int8", int8=True, calibration=(w[::5], rr[::5]))
+    return {"dir": d, "est": est, "w": w, "rr": rr, "float": fl, "int8": q}
+
+
+def _backend(path):
+    m = load_bundle(path)
+    return TFLiteBackend(Path(path), m.manifest["runtime"]), m.manifest
+
+
+def test_float_logits_match_numpy(exported):
+    be, man = _backend(exported["float"])
+    ref = exported["est"].decision_function(exported["w"], exported["rr"])
+    got = be.logits(exported["w"], exported["rr"])
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    rt = man["runtime"]
+    assert rt["format"] == "tflite" and rt["precision"] == "float32" and rt["model"] == "model.tflite"
+    assert rt["inputs"]["window"]["shape"] == ["B", exported["w"].shape[1]]
+
+
+def test_any_batch_size(exported):
+    be, _ = _backend(exported["float"])
+    w, rr = exported["w"][:7], exported["rr"][:7]
+    whole = be.logits(w, rr)
+    one = np.concatenate([be.logits(w[i:i + 1], rr[i:i + 1]) for i in range(7)])
+    assert np.abs(whole - one).max() <= 1e-5
+    assert be.logits(w[:0], rr[:0]).shape == (0, whole.shape[1])
+
+
+def test_float_matches_onnx(exported):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from edgeseq.export.onnx import export_esn_onnx
+    from edgeseq.runtime.onnx_backend import OnnxBackend
+    o = export_esn_onnx(exported["dir"] / "src", exported["dir"] / "onnx")
+    ob = OnnxBackend(o, load_bundle(o).manifest["runtime"])
+    be, _ = _backend(exported["float"])
+    w, rr = exported["w"], exported["rr"]
+    assert np.abs(be.logits(w, rr) - ob.window.run(None, {"window": w, "rr": rr})[0]).max() <= 1e-4
+
+
+def test_int8_agrees_with_onnx_int8_and_is_16x8(exported):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from edgeseq.export.onnx import export_esn_onnx
+    from edgeseq.runtime.onnx_backend import OnnxBackend
+    w, rr = exported["w"], exported["rr"]
+    o = export_esn_onnx(exported["dir"] / "src", exported["dir"] / "onnx8", int8=True,
+                        calibration=(w[::5], rr[::5]))
+    ob = OnnxBackend(o, load_bundle(o).manifest["runtime"])
+    be, man = _backend(exported["int8"])
+    got = be.logits(w, rr)
+    assert (got.argmax(1) == ob.window.run(None, {"window": w, "rr": rr})[0].argmax(1)).mean() >= 0.99
+    assert (got.argmax(1) == exported["est"].predict(w, rr)).mean() >= 0.99
+    assert man["runtime"]["precision"] == "int8"
+    # The recurrent weight is int8 and stored once, whatever the number of steps.
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=str(Path(exported["int8"]) / "model.tflite"))
+    types = {d["name"]: d["dtype"] for d in it.get_tensor_details()}
+    assert types["W"] == np.int8 and types["x5"] == np.int16 and types["Wout_b"] == np.int64
+
+
+def test_altered_model_refused(exported, tmp_path):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(exported["float"], bad)
+    data = bytearray((bad / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (bad / "model.tflite").write_bytes(bytes(data))
+    with pytest.raises(EdgeseqError, match="model.tflite"):
+        load_bundle(bad)
+
+
+def test_int8_needs_calibration(exported, tmp_path):
+    with pytest.raises(EdgeseqError, match="calibration"):
+        export_esn_tflite(exported["dir"] / "src", tmp_path / "q", int8=True)
+
+
+def test_backend_imports_no_heavy_framework(exported):
+    code = (
+        "import sys, json, numpy as np\n"
+        "from pathlib import Path\n"
+        "from edgeseq.runtime.tflite_backend import TFLiteBackend\n"
+        f"p = Path({str(exported['float'])!r})\n"
+        "rt = json.loads((p / 'manifest.json').read_text())['runtime']\n"
+        "be = TFLiteBackend(p, rt)\n"
+        "be.logits(np.zeros((2, rt['inputs']['window']['shape'][1]), np.float32),\n"
+        "          np.ones((2, rt['inputs']['rr']['shape'][1]), np.float32))\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'torch', 'onnx', 'onnxruntime')]\n"
+        "print(json.dumps(bad))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
