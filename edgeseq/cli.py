@@ -100,13 +100,19 @@ def cmd_export(args) -> int:
     from .data.mitdb import parse_records
     from .export.onnx import export_esn_onnx
 
-    if read_manifest(args.bundle)["model"].get("kind") == "reservoirpy":  # from edgeseq.from_reservoirpy
-        if args.int8 or args.format != "onnx":
-            raise EdgeseqError("reservoirpy sequence bundles export to float32 ONNX only, for now")
-        from .export.onnx_sequence import export_sequence_onnx
-
-        out = export_sequence_onnx(args.bundle, args.out)
-        print(f"exported float32 onnx sequence bundle: {out}")
+    manifest = read_manifest(args.bundle)
+    if "runtime" in manifest:
+        raise EdgeseqError(f"bundle {args.bundle} is already exported ({manifest['runtime'].get('format')}); "
+                           "export the training bundle it came from")
+    if manifest["model"].get("kind") == "reservoirpy":  # from edgeseq.from_reservoirpy
+        if args.int8:
+            raise EdgeseqError("reservoirpy sequence bundles export to float32 only, for now")
+        if args.format == "tflite":
+            from .export.tflite_sequence import export_sequence_tflite as export_sequence
+        else:
+            from .export.onnx_sequence import export_sequence_onnx as export_sequence
+        out = export_sequence(args.bundle, args.out)
+        print(f"exported float32 {args.format} sequence bundle: {out}")
         return 0
     calibration = None
     if args.int8:

@@ -46,6 +46,16 @@ class Model:
         self._N = int(st["state"]["shape"][1]) if st else None
         self.state: np.ndarray | None = None
 
+    @property
+    def sample_rate(self) -> float:
+        return float(self.manifest["sample_rate"])
+
+    def expect_stream(self, *, sample_rate: float) -> None:
+        """Refuse a stream the model was not trained for, before any sample is classified."""
+        if abs(float(sample_rate) - self.sample_rate) > 1e-6 * self.sample_rate:
+            raise EdgeseqError(f"stream at {float(sample_rate):g} Hz, but bundle {self.path} was trained at "
+                               f"{self.sample_rate:g} Hz: resample the stream first")
+
     def logits(self, windows, rr) -> np.ndarray:
         w = _check("windows", windows, (None, self._T))
         r = _check("rr", rr, (None, self._F))

@@ -1,0 +1,102 @@
+"""`edgeseq export` and exported bundles through the CLI: one-line errors with exit status 2, and a
+device-side evaluate that never imports a training framework."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "edgeseq", *map(str, args)], capture_output=True, text=True)
+
+
+def _one_line_error(proc, pattern):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeseq: error:") and "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(small_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_export") / "m.onnx.bundle"
+    proc = _run("export", small_bundle, "--format", "onnx", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_export_of_an_altered_bundle_is_refused(small_bundle, tmp_path):
+    bad = tmp_path / "altered.bundle"
+    shutil.copytree(small_bundle, bad)
+    (bad / "weights.npz").write_bytes((bad / "weights.npz").read_bytes() + b"x")
+    _one_line_error(_run("export", bad, "--out", tmp_path / "o"), "altered or truncated")
+
+
+def test_exported_bundle_with_a_missing_model_is_refused(onnx_bundle, sample, tmp_path):
+    bad = tmp_path / "missing.bundle"
+    shutil.copytree(onnx_bundle, bad)
+    (bad / "model.onnx").unlink()
+    _one_line_error(_run("evaluate", bad, "--data", sample, "--records", "208", "--quiet"), "model.onnx is missing")
+
+
+def test_exporting_an_exported_bundle_is_refused(onnx_bundle, tmp_path):
+    _one_line_error(_run("export", onnx_bundle, "--out", tmp_path / "again"), "already exported")
+
+
+def test_a_bundle_of_another_task_is_refused(tmp_path, sample):
+    np = pytest.importorskip("numpy")
+    from reservoirpy.nodes import Reservoir, Ridge
+
+    import edgeseq
+
+    x = np.sin(np.linspace(0, 20, 300))[:, None]
+    model = Reservoir(20, seed=1) >> Ridge(ridge=1e-4)
+    model.fit(x[:-1], x[1:])
+    seq = edgeseq.from_reservoirpy(model, tmp_path / "seq.bundle")
+    _one_line_error(_run("evaluate", seq, "--data", sample, "--records", "208", "--quiet"),
+                    r"is a 'sequence' model, not 'ecg'")
+
+
+def test_unsupported_reservoirpy_graph_is_one_clear_error():
+    from reservoirpy.nodes import Reservoir, Ridge
+
+    import edgeseq
+    from edgeseq.errors import EdgeseqError
+
+    deep = Reservoir(10, seed=1) >> Reservoir(10, seed=2) >> Ridge()
+    with pytest.raises(EdgeseqError) as info:
+        edgeseq.from_reservoirpy(deep, "/nonexistent/never-written")
+    assert "\n" not in str(info.value) and "Reservoir" in str(info.value)
+
+
+def test_runtime_refuses_a_stream_at_the_wrong_rate(onnx_bundle):
+    from edgeseq import runtime
+    from edgeseq.errors import EdgeseqError
+
+    model = runtime.load(onnx_bundle)
+    assert model.sample_rate == 360.0
+    model.expect_stream(sample_rate=360.0)
+    with pytest.raises(EdgeseqError, match=r"stream at 250 Hz, but .* trained at 360 Hz"):
+        model.expect_stream(sample_rate=250.0)
+
+
+def test_evaluate_on_an_exported_bundle_stays_on_the_device_path(onnx_bundle, sample):
+    code = (
+        "import sys, json\n"
+        "from edgeseq.cli import main\n"
+        f"rc = main(['evaluate', {str(onnx_bundle)!r}, '--data', {str(sample)!r}, '--records', '208', '--quiet'])\n"
+        "print(json.dumps({'rc': rc, 'modules': sorted(sys.modules)}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0
+    top = {m.split(".")[0] for m in res["modules"]}
+    assert "onnxruntime" in top
+    assert not top & {"torch", "tensorflow", "reservoirpy", "onnx"}, top & {"torch", "tensorflow", "reservoirpy", "onnx"}
