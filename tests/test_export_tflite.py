@@ -50,8 +50,25 @@ def test_float_logits_match_numpy(exported):
     assert rt["inputs"]["window"]["shape"] == ["B", exported["w"].shape[1]]
 
 
-def test_any_batch_size(exported):
-    be, _ = _backend(exported["float"])
+def test_step_model_reproduces_last_state(exported):
+    from edgeseq import runtime
+    from edgeseq.models.esn import batched_states
+    est, w, rr = exported["est"], exported["w"][:50], exported["rr"][:50]
+    const = est.reservoir_rr(rr).astype(np.float32)
+    last, _ = batched_states(w, est.W_, est.Win_, est.bias_, est.lr, const=const)
+    for kind in ("float", "int8"):  # the step model is float32 in both bundles
+        m = runtime.load(exported[kind])
+        rt = m.manifest["runtime"]
+        assert rt["step"] == "step.tflite" and rt["step_outputs"]["state_out"]["shape"] == ["B", est.W_.shape[0]]
+        m.reset()
+        for t in range(w.shape[1]):
+            s = m.step(np.ascontiguousarray(w[:, t:t + 1]), const)
+        assert s.dtype == np.float32 and np.abs(s - last).max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["float", "int8"])
+def test_any_batch_size(exported, kind):
+    be, _ = _backend(exported[kind])
     w, rr = exported["w"][:7], exported["rr"][:7]
     whole = be.logits(w, rr)
     one = np.concatenate([be.logits(w[i:i + 1], rr[i:i + 1]) for i in range(7)])
@@ -71,25 +88,64 @@ def test_float_matches_onnx(exported):
     assert np.abs(be.logits(w, rr) - ob.window.run(None, {"window": w, "rr": rr})[0]).max() <= 1e-4
 
 
-def test_int8_agrees_with_onnx_int8_and_is_16x8(exported):
+def _model(path):
+    from ai_edge_litert import schema_py_generated as sch
+    return sch.ModelT.InitFromObj(sch.Model.GetRootAs(Path(path).read_bytes(), 0))
+
+
+def test_int8_agrees_with_float_and_onnx_int8(exported):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
+    from edgeseq import runtime
     from edgeseq.export.onnx import export_esn_onnx
     from edgeseq.runtime.onnx_backend import OnnxBackend
     w, rr = exported["w"], exported["rr"]
     o = export_esn_onnx(exported["dir"] / "src", exported["dir"] / "onnx8", int8=True,
                         calibration=(w[::5], rr[::5]))
     ob = OnnxBackend(o, load_bundle(o).manifest["runtime"])
-    be, man = _backend(exported["int8"])
-    got = be.logits(w, rr)
-    assert (got.argmax(1) == ob.window.run(None, {"window": w, "rr": rr})[0].argmax(1)).mean() >= 0.99
+    q = runtime.load(exported["int8"])
+    got = q.logits(w, rr)
+    f = runtime.load(exported["float"]).logits(w, rr)
+    assert (got.argmax(1) == f.argmax(1)).mean() >= 0.99
     assert (got.argmax(1) == exported["est"].predict(w, rr)).mean() >= 0.99
-    assert man["runtime"]["precision"] == "int8"
-    # The recurrent weight is int8 and stored once, whatever the number of steps.
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_path=str(Path(exported["int8"]) / "model.tflite"))
-    types = {d["name"]: d["dtype"] for d in it.get_tensor_details()}
-    assert types["W"] == np.int8 and types["x5"] == np.int16 and types["Wout_b"] == np.int64
+    assert (got.argmax(1) == ob.window.run(None, {"window": w, "rr": rr})[0].argmax(1)).mean() >= 0.99
+    assert np.abs(got - f).max() <= 0.1 * max(1.0, np.abs(f).max())
+    rt = q.manifest["runtime"]
+    assert rt["precision"] == "int8" and rt["graph_form"] == "while"
+
+
+def test_int8_is_a_16x8_while_loop(exported):
+    from ai_edge_litert import schema_py_generated as sch
+    TT = sch.TensorType
+    m = _model(Path(exported["int8"]) / "model.tflite")
+    assert len(m.subgraphs) == 3  # main, loop condition, loop body: one step in the file
+    codes = {c.builtinCode for c in m.operatorCodes}
+    assert sch.BuiltinOperator.WHILE in codes
+    body = {t.name.decode(): t for t in m.subgraphs[2].tensors}
+    n = exported["est"].W_.shape[0]
+    W = body["W"]
+    assert W.type == TT.INT8 and len(W.quantization.scale) == n  # per-channel
+    assert body["x"].type == TT.INT16 and body["x"].quantization.scale[0] == pytest.approx(1 / 32767)
+    main = {t.name.decode(): t for t in m.subgraphs[0].tensors}
+    assert main["Wout"].type == TT.FLOAT32 and main["logits"].type == TT.FLOAT32
+
+
+def test_int8_size_at_ds1_shape():
+    """A random reservoir of the DS1 bundle's shape (N=300, T=126, K=4, 609 readout inputs): the
+    int8 file stays under 35% of the float one."""
+    from edgeseq.export.tflite import _ranges, build_int8_while_tflite, build_window_tflite
+    rng = np.random.default_rng(0)
+    N, K, T, F = 300, 4, 126, 9
+    W = rng.normal(size=(N, N)).astype(np.float32) * (rng.random((N, N)) < 0.1)
+    W *= 0.9 / np.abs(np.linalg.eigvals(W)).max()
+    p = {"W": W.astype(np.float32), "Win": rng.uniform(-1, 1, (N, 1 + K)).astype(np.float32),
+         "bias": rng.uniform(-0.1, 0.1, N).astype(np.float32),
+         "Wout": rng.normal(size=(2 * N + F, 5)).astype(np.float32), "bout": np.zeros(5, np.float32),
+         "lr": 0.3, "cols": np.arange(3, 3 + K), "ref": np.ones(K), "N": N, "K": K, "T": T, "F": F}
+    w = rng.normal(size=(20, T)).astype(np.float32)
+    rr = rng.uniform(0.5, 1.5, (20, F)).astype(np.float32)
+    fl, q = build_window_tflite(p), build_int8_while_tflite(p, _ranges(p, w, rr))
+    assert len(q) <= 0.35 * len(fl), (len(q), len(fl))
 
 
 def test_altered_model_refused(exported, tmp_path):

@@ -1,6 +1,7 @@
-"""reservoirpy 0.4 import (from_reservoirpy), sequence ONNX export and the sequence runtime, on a
-synthetic task (delayed and filtered sines): exported outputs equal reservoirpy's run."""
+"""reservoirpy 0.4 import (from_reservoirpy), sequence ONNX and TFLite export and the sequence
+runtime, on a synthetic task (delayed and filtered sines): exported outputs equal reservoirpy's run."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -19,6 +20,15 @@ from edgeseq.export.onnx_sequence import export_sequence_onnx  # noqa: E402
 from edgeseq.interop import from_reservoirpy  # noqa: E402
 from edgeseq.interop.reservoirpy import SequenceReference, extract  # noqa: E402
 from edgeseq.runtime.sequence import load_sequence  # noqa: E402
+
+HAVE_LITERT = any(importlib.util.find_spec(m) is not None for m in ("ai_edge_litert", "tflite_runtime"))
+needs_litert = pytest.mark.skipif(not HAVE_LITERT, reason="no TFLite interpreter installed")
+
+
+def export_tflite(src, out):
+    pytest.importorskip("ai_edge_litert")  # the exporter writes with its schema module
+    from edgeseq.export.tflite_sequence import export_sequence_tflite
+    return export_sequence_tflite(src, out)
 
 
 def synthetic(T, inputs, outputs, seed=0):
@@ -62,8 +72,8 @@ CONFIGS = [  # graph, units, lr, inputs, outputs
 ]
 
 
-@pytest.mark.parametrize("graph,units,lr,inputs,outputs", CONFIGS)
-def test_export_matches_reservoirpy(tmp_path, graph, units, lr, inputs, outputs):
+def fitted(graph, units, lr, inputs, outputs):
+    """A fitted model, the inputs, and reservoirpy's run on X[400:] from the reset state."""
     if lr == "per-unit":
         lr = np.linspace(0.2, 1.0, units)
     X, Y = synthetic(600, inputs, outputs)
@@ -72,6 +82,12 @@ def test_export_matches_reservoirpy(tmp_path, graph, units, lr, inputs, outputs)
     model.reset()
     want = model.run(X[400:])
     model.reset()
+    return model, X, want
+
+
+@pytest.mark.parametrize("graph,units,lr,inputs,outputs", CONFIGS)
+def test_export_matches_reservoirpy(tmp_path, graph, units, lr, inputs, outputs):
+    model, X, want = fitted(graph, units, lr, inputs, outputs)
 
     arrays, params = extract(model)
     assert params["input_to_readout"] == (graph != "res>>ro")
@@ -87,6 +103,23 @@ def test_export_matches_reservoirpy(tmp_path, graph, units, lr, inputs, outputs)
     assert np.max(np.abs(SequenceReference.from_bundle(src).run(X[400:]) - want)) < 1e-4
 
 
+@needs_litert
+@pytest.mark.parametrize("graph,units,lr,inputs,outputs", [CONFIGS[i] for i in (0, 1, 3, 4, 5)])
+def test_tflite_export_matches_reservoirpy_and_onnx(tmp_path, graph, units, lr, inputs, outputs):
+    from edgeseq.runtime import load
+
+    model, X, want = fitted(graph, units, lr, inputs, outputs)
+    src = from_reservoirpy(model, tmp_path / "src", labels=None)
+    m = load(export_tflite(src, tmp_path / "tflite"))  # the public entry point
+    got = m.run(X[400:].astype(np.float32))
+    assert got.shape == (200, outputs) and got.dtype == np.float32
+    assert np.max(np.abs(got - want)) < 1e-4
+    onnx_y = load(export_sequence_onnx(src, tmp_path / "onnx")).run(X[400:].astype(np.float32))
+    assert np.max(np.abs(got - onnx_y)) < 1e-4
+    # Two runs never share state; a prefix run equals the prefix of a longer run.
+    assert np.array_equal(m.run(X[400:450].astype(np.float32)), got[:50])
+
+
 @pytest.mark.parametrize("act", ["identity", "sigmoid", "relu"])
 def test_other_activations(tmp_path, act):
     X, Y = synthetic(300, 2, 1)
@@ -95,9 +128,12 @@ def test_other_activations(tmp_path, act):
     model.fit(X, Y, warmup=10)
     model.reset()
     want = model.run(X)
-    got = load_sequence(export_sequence_onnx(from_reservoirpy(model, tmp_path / "s"), tmp_path / "o")) \
-        .run(X.astype(np.float32))
+    src = from_reservoirpy(model, tmp_path / "s")
+    got = load_sequence(export_sequence_onnx(src, tmp_path / "o")).run(X.astype(np.float32))
     assert np.max(np.abs(got - want)) < 1e-4
+    if HAVE_LITERT:
+        got = load_sequence(export_tflite(src, tmp_path / "t")).run(X.astype(np.float32))
+        assert np.max(np.abs(got - want)) < 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +143,8 @@ def exported(tmp_path_factory):
     model = build("res>>ro", 40, 0.5, 3, seed=7)
     model.fit(X, Y, warmup=10)
     src = from_reservoirpy(model, d / "src", sample_rate=100, labels=["a", "b"])
-    return {"src": src, "onnx": export_sequence_onnx(src, d / "onnx"), "X": X}
+    return {"src": src, "onnx": export_sequence_onnx(src, d / "onnx"), "X": X,
+            "tflite": export_tflite(src, d / "tflite") if HAVE_LITERT else None}
 
 
 def test_bundle_manifest_and_hashes(exported):
@@ -123,11 +160,27 @@ def test_bundle_manifest_and_hashes(exported):
     assert all(b.arrays[k].dtype == np.float32 for k in ("W", "Win", "bias", "lr", "Wout", "bout"))
 
 
-def test_tampered_bundle_refused(exported, tmp_path):
+@needs_litert
+def test_tflite_bundle_manifest(exported):
+    b = load_bundle(exported["tflite"], task="sequence")
+    m = b.manifest
+    assert m["labels"] == ["a", "b"] and m["model"]["params"]["units"] == 40
+    assert m["runtime"] == {**m["runtime"], "format": "tflite", "precision": "float32", "model": "model.tflite",
+                            "graph_form": "step", "initial_state": "zero",
+                            "inputs": {"x": {"shape": ["T", 3], "dtype": "float32"}},
+                            "outputs": {"y": {"shape": ["T", 2], "dtype": "float32"}},
+                            "step_inputs": {"x": {"shape": [1, 3], "dtype": "float32"},
+                                            "state": {"shape": [1, 40], "dtype": "float32"}}}
+    assert set(m["files"]) == {"model.tflite", "weights.npz"}
+    assert (exported["tflite"] / "model.tflite").read_bytes()[4:8] == b"TFL3"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("tflite", marks=needs_litert)])
+def test_tampered_bundle_refused(exported, tmp_path, fmt):
     import shutil
     d = tmp_path / "t"
-    shutil.copytree(exported["onnx"], d)
-    p = d / "model.onnx"
+    shutil.copytree(exported[fmt], d)
+    p = d / f"model.{fmt}"
     raw = bytearray(p.read_bytes())
     raw[-1] ^= 1
     p.write_bytes(bytes(raw))
@@ -135,15 +188,23 @@ def test_tampered_bundle_refused(exported, tmp_path):
         load_sequence(d)
 
 
-def test_runtime_input_checks(exported):
-    m = load_sequence(exported["onnx"])
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("tflite", marks=needs_litert)])
+def test_runtime_input_checks(exported, fmt):
+    m = load_sequence(exported[fmt])
     X = exported["X"]
     with pytest.raises(EdgeseqError, match="float32"):
         m.run(X)
+    with pytest.raises(EdgeseqError, match="float32"):
+        m.run(X.tolist())
     with pytest.raises(EdgeseqError, match=r"shape \(T, 3\)"):
         m.run(X[:, :2].astype(np.float32))
     with pytest.raises(EdgeseqError, match=r"shape \(T, 3\)"):
         m.run(X[0].astype(np.float32))
+    with pytest.raises(EdgeseqError, match=r"shape \(T, 3\)"):
+        m.run(X[None].astype(np.float32))
+    with pytest.raises(EdgeseqError, match="NaN"):
+        m.run(np.full((4, 3), np.nan, np.float32))
+    assert m.run(X[:1].astype(np.float32)).shape == (1, 2)
     assert m.run(np.zeros((0, 3), np.float32)).shape == (0, 2)
     # Runs never share state: the same input twice gives the same output.
     a = m.run(X.astype(np.float32))
@@ -157,6 +218,9 @@ def test_training_bundle_refused_by_runtime(exported):
         load_sequence(exported["src"])
     with pytest.raises(EdgeseqError, match="already an exported"):
         export_sequence_onnx(exported["onnx"], exported["onnx"].parent / "again")
+    if HAVE_LITERT:
+        with pytest.raises(EdgeseqError, match="already an exported"):
+            export_tflite(exported["onnx"], exported["onnx"].parent / "again")
 
 
 def _fitted(model, inputs=1):
@@ -210,3 +274,14 @@ def test_sparse_weights_and_array_bias(tmp_path):
         .run(X.astype(np.float32))
     assert np.max(np.abs(got - want)) < 1e-4
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["model"]["params"]["lr"] == 0.7
+
+
+@needs_litert
+def test_tflite_without_interpreter_is_a_clear_error(exported, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    with pytest.raises(EdgeseqError, match="pip install ai-edge-litert"):
+        load_sequence(exported["tflite"])

@@ -18,22 +18,32 @@ One step (the reference's order, ``models/esn.py``)::
 The window is split into [B, 1] columns, not broadcast to a [B, T, N] drive up front: a device
 running one beat then holds a few [1, N] tensors, not 126 of them.
 
-int8 (``int8=True``) is TFLite's 16x8 scheme on the recurrence and the readout: int8 symmetric
-per-tensor weights, int16 activations with zero point 0, int64 FULLY_CONNECTED bias. The rr front
-end (GATHER, LOG, ...) stays float: LOG and DIV have no int16 kernels, and it runs once per beat.
-Activation ranges come from running the graph's own arithmetic in numpy over calibration beats
-(``_ranges``), tensor by tensor.
+``step.tflite`` (``build_step_tflite``, float32 in both bundles) is the STEP model
+``(u [B, 1], const [B, K], state [B, N]) -> state_out [B, N]``: one reservoir update, as ONNX's
+``step.onnx``.
 
-Measured (DS1 bundle N=300, all 50977 DS1 beats, ai-edge-litert 2.3, one thread, builtin kernels
-without XNNPACK, shared 2-core VM, median of 300 single-beat runs)::
+int8 (``int8=True``, ``build_int8_while_tflite``) is TFLite's 16x8 scheme inside a WHILE loop whose
+body is one step, so the file holds one step, not T: int8 recurrent weights with per-channel scales,
+int16 state at the fixed scale 1/32767 (tanh keeps the state in (-1, 1)), the input drive computed
+in float and quantized once per step, and a float readout fed by DEQUANTIZE-d last and mean states
+and the float rr features (the ONNX export's recipe, see ``export/onnx.py``). LOG and DIV have no
+int16 kernels, so the rr front end stays float; it runs once per beat. Drive, recurrent-product and
+tanh-input scales come from running the graph's arithmetic in numpy over calibration beats
+(``_ranges``), with 1.5x headroom.
 
-    model            file     us/beat   vs numpy reference
-    float32          512 kB   807       max |logit error| 4.8e-6, labels 100%
-    16x8 (int8)      287 kB   1852      labels 99.74% (ONNX int8 QDQ: 99.74%; the two agree 99.90%)
-    ONNX float/int8  381/144 kB
+Measured (DS1 bundle N=300, all 50977 DS1 beats, ai-edge-litert 2.3)::
 
-Past the weights, the unrolled graph's ~1260 tensor tables (shape, signature, quantization)
-weigh ~150 kB (float) / ~190 kB (16x8).
+    model                        file     vs numpy reference
+    float32 (unrolled)           512 kB   max |logit error| 4.8e-6, labels 100%
+    int8 WHILE (16x8, float RO)  120 kB   labels 99.86% (71 changed); per-class Se, +P within
+                                          0.7 points of float, Q beats unchanged
+    same, W per-tensor           120 kB   labels 99.83% (89 changed); S +P +2.3: per-channel it is
+    int8 unrolled (16x8, int RO) 287 kB   labels 99.74%; S +P +2.2, Q +P -15 (previous export)
+    ONNX float/int8              381/144 kB
+
+Single-beat latency (one thread, builtin kernels without XNNPACK, shared 2-core VM, median of 300,
+measured side by side): float32 825 us, int8 WHILE 1692 us, int8 unrolled 1994 us. ``build_window_tflite(p, ranges)`` still builds the previous unrolled 16x8 form, for
+comparison: its ~1260 per-step tensor tables weigh ~190 kB past the weights.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from ..errors import EdgeseqError
 from .onnx import _calibration_beats, _esn_parts
 
 MODEL = "model.tflite"
+STEP = "step.tflite"
 _I16 = 32767.0
 
 
@@ -64,10 +75,13 @@ def _schema():
 class _Graph:
     """Tensors, buffers and operators of one subgraph, packed with the schema's object API."""
 
-    def __init__(self, s):
+    def __init__(self, s, parent: "_Graph | None" = None):
         self.s = s
-        self.tensors, self.ops, self.opcodes = [], [], {}
-        self.buffers = [s.BufferT()]  # buffer 0: the empty buffer every activation tensor points to
+        self.tensors, self.ops = [], []
+        # Subgraphs of one model share its buffers and operator codes.
+        self.opcodes = parent.opcodes if parent is not None else {}
+        # buffer 0: the empty buffer every activation tensor points to
+        self.buffers = parent.buffers if parent is not None else [s.BufferT()]
         self.names: dict[str, int] = {}
 
     def _quant(self, scale, zero=0, dim=0):
@@ -79,23 +93,23 @@ class _Graph:
         q.quantizedDimension = dim
         return q
 
-    def _add(self, name, shape, ttype, buffer, scale=None, batch=False):
+    def _add(self, name, shape, ttype, buffer, scale=None, batch=False, dim=0):
         t = self.s.TensorT()
         t.name, t.type, t.buffer = name, ttype, buffer
         t.shape = [1, *shape] if batch else list(shape)
         if batch:
             t.shapeSignature = [-1, *shape]
-        t.quantization = self._quant(scale)
+        t.quantization = self._quant(scale, dim=dim)
         self.tensors.append(t)
         self.names[name] = len(self.tensors) - 1
         return len(self.tensors) - 1
 
-    def const(self, name, arr, ttype, scale=None):
+    def const(self, name, arr, ttype, scale=None, dim=0):
         arr = np.ascontiguousarray(arr)
         b = _AlignedBuffer()
         b.data = np.frombuffer(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), np.uint8)
         self.buffers.append(b)
-        return self._add(name, arr.shape, ttype, len(self.buffers) - 1, scale)
+        return self._add(name, arr.shape, ttype, len(self.buffers) - 1, scale, dim=dim)
 
     def act(self, name, shape, ttype, scale=None):
         """A [B, *shape] activation tensor (batch dynamic)."""
@@ -110,16 +124,23 @@ class _Graph:
         o.builtinOptionsType, o.builtinOptions = opt_type, opts
         self.ops.append(o)
 
-    def finish(self, inputs, outputs, description) -> bytes:
+    def subgraph(self, inputs, outputs, name):
+        sg = self.s.SubGraphT()
+        sg.tensors, sg.operators, sg.name = self.tensors, self.ops, name
+        sg.inputs, sg.outputs = list(inputs), list(outputs)
+        return sg
+
+    def finish(self, inputs, outputs, description, *, in_names=("window", "rr"), out_names=("logits",),
+               name="esn_window", more=()) -> bytes:
+        """Pack the model: this graph is subgraph 0, ``more`` (``SubGraphT``s of graphs made with
+        ``parent=self``) follow it in order."""
         import flatbuffers
         s = self.s
-        sg = s.SubGraphT()
-        sg.tensors, sg.operators, sg.name = self.tensors, self.ops, "esn_window"
-        sg.inputs, sg.outputs = list(inputs), list(outputs)
+        sg = self.subgraph(inputs, outputs, name)
         m = s.ModelT()
         m.version = 3
         m.description = description
-        m.subgraphs = [sg]
+        m.subgraphs = [sg, *more]
         m.buffers = self.buffers
         codes = sorted(self.opcodes, key=self.opcodes.get)
         m.operatorCodes = []
@@ -131,8 +152,8 @@ class _Graph:
             m.operatorCodes.append(oc)
         sig = s.SignatureDefT()
         sig.signatureKey, sig.subgraphIndex = "serving_default", 0
-        sig.inputs = [self._tmap(n, i) for n, i in zip(("window", "rr"), inputs)]
-        sig.outputs = [self._tmap("logits", outputs[0])]
+        sig.inputs = [self._tmap(n, i) for n, i in zip(in_names, inputs)]
+        sig.outputs = [self._tmap(n, i) for n, i in zip(out_names, outputs)]
         m.signatureDefs = [sig]
         b = flatbuffers.Builder(1 << 20)
         b.Finish(m.Pack(b), file_identifier=b"TFL3")
@@ -391,6 +412,201 @@ def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> byte
     return g.finish([window, rr], [logits], desc)
 
 
+STATE_SCALE = 1.0 / _I16  # |x| < 1 always (x' = (1 - lr) x + lr tanh(.), 0 < lr <= 1, x_{-1} = 0)
+
+
+def build_int8_while_tflite(p: dict, ranges: dict[str, float], *, per_channel: bool = True,
+                            headroom: float = 1.5) -> bytes:
+    """The 16x8 WINDOW model as a WHILE loop: subgraph 0 runs the float front end, the loop and the
+    float readout; subgraph 1 is the loop condition (``i < T``), subgraph 2 one step. The file
+    holds one step, not T of them.
+
+    Loop variables: ``i`` (int32 [1]), ``x`` (int16, fixed scale ``STATE_SCALE``), ``acc`` (int16,
+    scale T / 32767: |acc| < T), ``window`` and ``cdrive`` (float, read only). A step::
+
+        d   = QUANTIZE(GATHER(window, i) * Win[:, 0] + cdrive)        float drive, rounded once
+        x'  = x + lr * (TANH(FC(x, W) + d) - x)                       int16, W int8 per channel
+        acc = acc + x'
+
+    The readout is float: DEQUANTIZE(last), DEQUANTIZE(acc) / T and the float rr features into a
+    float FULLY_CONNECTED (an int readout moved S +P by 2 points on DS1, as in the ONNX export).
+    ``ranges`` (``_ranges``) sets the scales of the drive, the recurrent product and the tanh input,
+    times ``headroom`` for beats outside the calibration set."""
+    s = _schema()
+    BO, TT, OT = s.BuiltinOperator, s.TensorType, s.BuiltinOptions
+    N, K, T, lr = p["N"], p["K"], p["T"], float(p["lr"])
+    if T is None:
+        raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
+    F = p["F"] or 9
+    C = p["Wout"].shape[1]
+    F32, I16, I8, I32, BOOL = TT.FLOAT32, TT.INT16, TT.INT8, TT.INT32, TT.BOOL
+
+    def rng(prefix):
+        v = max(ranges.get(f"{prefix}{t}", 0.0) for t in range(T))
+        return max(v * headroom, 1e-6) / _I16
+
+    s_d, s_rec, s_pre = rng("d"), rng("rec"), rng("pre")
+    s_acc = T / _I16
+    s_dx = 2.0 / _I16
+    s_ldx = lr * s_dx
+
+    def opts(code):
+        o, t = {BO.ADD: (s.AddOptionsT, OT.AddOptions), BO.SUB: (s.SubOptionsT, OT.SubOptions),
+                BO.MUL: (s.MulOptionsT, OT.MulOptions)}[code]
+        o = o()
+        if hasattr(o, "potScaleInt16"):
+            o.potScaleInt16 = False
+        return t, o
+
+    def binop(g, code, a, b, out):
+        t, o = opts(code)
+        g.op(code, [a, b], [out], t, o)
+
+    def fc(g, inp, w, b, out):
+        g.op(BO.FULLY_CONNECTED, [inp, w, b], [out], OT.FullyConnectedOptions, s.FullyConnectedOptionsT())
+
+    main = _Graph(s)
+    cond = _Graph(s, main)
+    body = _Graph(s, main)
+
+    def loop_vars(g, pre):
+        return [g._add(pre + "i", [1], I32, 0),
+                g.act(pre + "x", [N], I16, STATE_SCALE), g.act(pre + "acc", [N], I16, s_acc),
+                g.act(pre + "window", [T], F32), g.act(pre + "cdrive", [N], F32)]
+
+    # -- main: float front end -------------------------------------------------------------------
+    window = main.act("window", [T], F32)
+    rr = main.act("rr", [F], F32)
+    rr_sel = main.act("rr_sel", [K], F32)
+    go = s.GatherOptionsT()
+    go.axis = 1
+    main.op(BO.GATHER, [rr, main.const("rr_cols", p["cols"].astype(np.int32), I32)], [rr_sel],
+            OT.GatherOptions, go)
+    prev = rr_sel
+    for name, code, val in (("rr_add", BO.ADD, 0.01), ("rr_max", BO.MAXIMUM, 1e-6),
+                            ("rr_ratio", BO.DIV, None), ("rr_log", BO.LOG, None),
+                            ("rr_lo", BO.MAXIMUM, -3.0), ("const", BO.MINIMUM, 3.0)):
+        out = main.act(name, [K], F32)
+        if code == BO.LOG:
+            main.op(code, [prev], [out])
+        elif code in (BO.ADD,):
+            binop(main, code, prev, main.const(name + "_c", np.array([val], np.float32), F32), out)
+        else:
+            c = (p["ref"] + 0.01).astype(np.float32) if code == BO.DIV else np.array([val], np.float32)
+            main.op(code, [prev, main.const(name + "_c", c, F32)], [out])
+        prev = out
+    cdrive = main.act("cdrive", [N], F32)
+    fc(main, prev, main.const("WinC", p["Win"][:, 1:].astype(np.float32), F32),
+       main.const("WinC_b", p["bias"].astype(np.float32), F32), cdrive)
+    zero_f = main.act("zero_f", [N], F32)
+    binop(main, BO.MUL, cdrive, main.const("zero", np.array([0.0], np.float32), F32), zero_f)
+    x0 = main.act("x_init", [N], I16, STATE_SCALE)
+    main.op(BO.QUANTIZE, [zero_f], [x0])
+    acc0 = main.act("acc_init", [N], I16, s_acc)
+    main.op(BO.QUANTIZE, [zero_f], [acc0])
+    i0 = main.const("i_init", np.array([0], np.int32), I32)
+    outs = loop_vars(main, "out_")
+
+    # -- cond: i < T -----------------------------------------------------------------------------
+    cv = loop_vars(cond, "")
+    more = cond._add("more", [1], BOOL, 0)
+    cond.op(BO.LESS, [cv[0], cond.const("T", np.array([T], np.int32), I32)], [more])
+
+    # -- body: one step ---------------------------------------------------------------------------
+    i, x, acc, win, cd = loop_vars(body, "")
+    u = body.act("u", [1], F32)
+    go = s.GatherOptionsT()
+    go.axis = 1
+    body.op(BO.GATHER, [win, i], [u], OT.GatherOptions, go)
+    ud = body.act("ud", [N], F32)
+    binop(body, BO.MUL, u, body.const("win_u", p["Win"][:, 0].astype(np.float32), F32), ud)
+    d_f = body.act("d_f", [N], F32)
+    binop(body, BO.ADD, ud, cd, d_f)
+    d = body.act("d", [N], I16, s_d)
+    body.op(BO.QUANTIZE, [d_f], [d])
+    W = np.asarray(p["W"], np.float32)
+    if per_channel:
+        ws = np.maximum(np.abs(W).max(axis=1), 1e-12) / 127.0
+        wq = np.clip(np.round(W / ws[:, None]), -127, 127).astype(np.int8)
+    else:
+        ws = np.array([max(float(np.abs(W).max()), 1e-12) / 127.0])
+        wq = np.clip(np.round(W / ws[0]), -127, 127).astype(np.int8)
+    rec = body.act("rec", [N], I16, s_rec)
+    fc(body, x, body.const("W", wq, I8, ws, dim=0), -1, rec)
+    pre = body.act("pre", [N], I16, s_pre)
+    binop(body, BO.ADD, rec, d, pre)
+    a = body.act("act", [N], I16, 1.0 / 32768)  # the int16 TANH kernel's fixed output scale
+    body.op(BO.TANH, [pre], [a])
+    dx = body.act("dx", [N], I16, s_dx)
+    binop(body, BO.SUB, a, x, dx)
+    lr_t = body.const("lr", np.array([_I16], np.int16), I16, lr / _I16)
+    ldx = body.act("ldx", [N], I16, s_ldx)
+    binop(body, BO.MUL, dx, lr_t, ldx)
+    xn = body.act("x_next", [N], I16, STATE_SCALE)
+    binop(body, BO.ADD, x, ldx, xn)
+    accn = body.act("acc_next", [N], I16, s_acc)
+    binop(body, BO.ADD, acc, xn, accn)
+    inext = body._add("i_next", [1], I32, 0)
+    binop(body, BO.ADD, i, body.const("one", np.array([1], np.int32), I32), inext)
+
+    wo = s.WhileOptionsT()
+    wo.condSubgraphIndex, wo.bodySubgraphIndex = 1, 2
+    main.op(BO.WHILE, [i0, x0, acc0, window, cdrive], outs, OT.WhileOptions, wo)
+
+    # -- main: float readout ------------------------------------------------------------------------
+    last = main.act("last", [N], F32)
+    main.op(BO.DEQUANTIZE, [outs[1]], [last])
+    acc_f = main.act("acc_f", [N], F32)
+    main.op(BO.DEQUANTIZE, [outs[2]], [acc_f])
+    mean = main.act("mean", [N], F32)
+    binop(main, BO.MUL, acc_f, main.const("invT", np.array([1.0 / T], np.float32), F32), mean)
+    feats = main.act("features", [2 * N + F], F32)
+    co = s.ConcatenationOptionsT()
+    co.axis = 1
+    main.op(BO.CONCATENATION, [last, mean, rr], [feats], OT.ConcatenationOptions, co)
+    logits = main.act("logits", [C], F32)
+    fc(main, feats, main.const("Wout", p["Wout"].T.astype(np.float32), F32),
+       main.const("Wout_b", p["bout"].astype(np.float32), F32), logits)
+    more_graphs = [cond.subgraph(cv, [more], "esn_cond"),
+                   body.subgraph([i, x, acc, win, cd], [inext, xn, accn, win, cd], "esn_step")]
+    return main.finish([window, rr], [logits], "edgeseq ESN window model (WHILE loop, int8 weights, "
+                       "int16 state, float readout)", more=more_graphs)
+
+
+def build_step_tflite(p: dict) -> bytes:
+    """The STEP model ``(u [B, 1], const [B, K], state [B, N]) -> state_out [B, N]`` (float32), one
+    reservoir update in the window model's arithmetic: ``x + lr * (tanh(FC(x, W) + d) - x)`` with
+    ``d = u * Win[:, 0] + FC(const, Win[:, 1:], bias)``."""
+    s = _schema()
+    BO, TT, OT = s.BuiltinOperator, s.TensorType, s.BuiltinOptions
+    N, K, F32 = p["N"], p["K"], TT.FLOAT32
+    g = _Graph(s)
+    u, const, state = g.act("u", [1], F32), g.act("const", [K], F32), g.act("state", [N], F32)
+
+    def fc(inp, name, w, bias, out):
+        ins = [inp, g.const(name, np.asarray(w, np.float32), F32)]
+        ins.append(-1 if bias is None else g.const(name + "_b", np.asarray(bias, np.float32), F32))
+        g.op(BO.FULLY_CONNECTED, ins, [out], OT.FullyConnectedOptions, s.FullyConnectedOptionsT())
+
+    def binop(code, a, b, out):
+        o, t = {BO.ADD: (s.AddOptionsT(), OT.AddOptions), BO.SUB: (s.SubOptionsT(), OT.SubOptions),
+                BO.MUL: (s.MulOptionsT(), OT.MulOptions)}[code]
+        g.op(code, [a, b], [out], t, o)
+
+    t = {n: g.act(n, [N], F32) for n in ("cdrive", "ud", "d", "rec", "pre", "act", "dx", "ldx", "state_out")}
+    fc(const, "WinC", p["Win"][:, 1:], p["bias"], t["cdrive"])
+    binop(BO.MUL, u, g.const("win_u", p["Win"][:, 0].astype(np.float32), F32), t["ud"])
+    binop(BO.ADD, t["ud"], t["cdrive"], t["d"])
+    fc(state, "W", p["W"], None, t["rec"])
+    binop(BO.ADD, t["rec"], t["d"], t["pre"])
+    g.op(BO.TANH, [t["pre"]], [t["act"]])
+    binop(BO.SUB, t["act"], state, t["dx"])
+    binop(BO.MUL, t["dx"], g.const("lr", np.array([p["lr"]], np.float32), F32), t["ldx"])
+    binop(BO.ADD, state, t["ldx"], t["state_out"])
+    return g.finish([u, const, state], [t["state_out"]], "edgeseq ESN step model",
+                    in_names=("u", "const", "state"), out_names=("state_out",), name="esn_step")
+
+
 def _fc_shared(g: _Graph, s, x: int, out: int) -> None:
     """A step's recurrent product on the W tensor made by step 1: one buffer, T - 1 readers."""
     ins = [x, g.names["W"]]
@@ -417,24 +633,31 @@ def export_esn_tflite(bundle_path, out_dir, *, int8: bool = False, calibration=N
     if int8:
         windows, rr = _calibration_beats(calibration, manifest)
         ranges = _ranges(p, windows, rr)
-    data = build_window_tflite(p, ranges)
+    data = build_int8_while_tflite(p, ranges) if int8 else build_window_tflite(p)
     weights_name = manifest["model"].get("weights", WEIGHTS)
     manifest["runtime"] = {
-        "format": "tflite", "precision": "int8" if int8 else "float32", "model": MODEL,
-        "graph_form": "unrolled",
+        "format": "tflite", "precision": "int8" if int8 else "float32", "model": MODEL, "step": STEP,
+        "graph_form": "while" if int8 else "unrolled",
         "source_sha256": sha256_file(src / weights_name),
         "inputs": {"window": {"shape": ["B", p["T"]], "dtype": "float32"},
                    "rr": {"shape": ["B", p["F"] or 9], "dtype": "float32"}},
         "outputs": {"logits": {"shape": ["B", p["Wout"].shape[1]], "dtype": "float32"}},
+        "step_inputs": {"u": {"shape": ["B", 1], "dtype": "float32"},
+                        "const": {"shape": ["B", p["K"]], "dtype": "float32"},
+                        "state": {"shape": ["B", p["N"]], "dtype": "float32"}},
+        "step_outputs": {"state_out": {"shape": ["B", p["N"]], "dtype": "float32"}},
         "rr_inputs": [[int(c), float(r)] for c, r in zip(p["cols"], p["ref"])],
     }
     if int8:
         manifest["runtime"]["quantization"] = {
             "tool": "edgeseq.export.tflite", "format": "tflite 16x8",
-            "weights": "int8 symmetric per-tensor", "activations": "int16",
-            "float_ops": "rr front end (gather, log, clip) and the reservoir's constant drive",
+            "weights": "int8 symmetric", "weight_scales": "per-channel",
+            "activations": "int16", "state_scale": STATE_SCALE,
+            "float_ops": "rr front end (gather, log, clip), the reservoir's input drive, the readout",
             "calibration_beats": int(len(windows))}
     with tempfile.TemporaryDirectory(prefix="edgeseq_tflite_") as work:
         path = Path(work) / MODEL
         path.write_bytes(data)
-        return write_bundle(Path(out_dir), manifest, bundle.arrays, files={MODEL: path})
+        step = Path(work) / STEP
+        step.write_bytes(build_step_tflite(p))
+        return write_bundle(Path(out_dir), manifest, bundle.arrays, files={MODEL: path, STEP: step})

@@ -1,6 +1,7 @@
 """Device-side runner of SEQUENCE bundles (an output at every time step), such as those made by
 :func:`edgeseq.interop.reservoirpy.from_reservoirpy` and exported by
-:func:`edgeseq.export.onnx_sequence.export_sequence_onnx`::
+:func:`edgeseq.export.onnx_sequence.export_sequence_onnx` (a Scan over time) or
+:func:`edgeseq.export.tflite_sequence.export_sequence_tflite` (a step model, looped here)::
 
     model = edgeseq.runtime.sequence.load_sequence("model.onnx.bundle")
     Y = model.run(X)            # X (T, inputs) float32 -> Y (T, outputs) float32
@@ -8,7 +9,8 @@
 Every :meth:`SequenceModel.run` starts from the zero reservoir state, like reservoirpy's ``run`` on
 a freshly reset model: a call is one whole sequence, and two calls never share state.
 
-Numpy and the standard library at import time; onnxruntime is imported when a bundle is loaded.
+Numpy and the standard library at import time; onnxruntime (or the TFLite interpreter,
+``ai_edge_litert`` else ``tflite_runtime``) is imported when a bundle is loaded.
 :class:`SequenceReference` is the numpy reference of the same computation, usable without ONNX.
 """
 
@@ -100,21 +102,21 @@ class SequenceReference:
 class SequenceModel:
     """An exported sequence bundle, ready to run. ``manifest`` and ``labels`` are the bundle's."""
 
-    def __init__(self, path: Path, manifest: dict, session):
+    def __init__(self, path: Path, manifest: dict, backend):
         self.path = path
         self.manifest = manifest
         self.labels = list(manifest["labels"])
         rt = manifest["runtime"]
         self.inputs = int(rt["inputs"]["x"]["shape"][1])
         self.outputs = int(rt["outputs"]["y"]["shape"][1])
-        self._session = session
+        self._backend = backend  # .run(x float32 [T, D], T > 0) -> y float32 [T, O]
 
     def run(self, X) -> np.ndarray:
         """``X`` float32 (T, inputs) -> float32 (T, outputs), from the zero state."""
         x = _check_x(X, self.inputs)
         if len(x) == 0:  # a zero-length Scan is legal ONNX, but not worth a runtime's corner case
             return np.zeros((0, self.outputs), np.float32)
-        return self._session.run(None, {"x": x})[0]
+        return self._backend.run(x)
 
     def classify(self, X) -> np.ndarray:
         """Class index per time step (names in ``labels``)."""
@@ -127,20 +129,72 @@ class SequenceModel:
         for stateful models keeps working."""
 
 
-def _session(path: Path, threads: int):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise EdgeseqError("this bundle runs on onnxruntime, which is not installed "
-                           "(pip install onnxruntime)") from None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
+class _OnnxSequence:
+    """The Scan graph ``x [T, D] -> y [T, O]`` on onnxruntime."""
+
+    def __init__(self, path: Path, threads: int):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EdgeseqError("this bundle runs on onnxruntime, which is not installed "
+                               "(pip install onnxruntime)") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {"x": x})[0]
+
+
+class _TFLiteSequence:
+    """The STEP model ``(x [1, D], state [1, N]) -> (state_out [1, N], y [1, O])`` on a TFLite
+    interpreter, looped over the T steps from the zero state.
+
+    Builtin kernels without the default XNNPACK delegate, as ``tflite_backend`` opens beat models.
+    The step is ~8 small ops, so the Python loop and per-invoke overhead dominate: 4-10 us a
+    step at N=100..300 (ai-edge-litert 2.3, one thread, shared VM, T=10000; XNNPACK within noise
+    of the builtin kernels), 1.1-2x the time of the ONNX Scan."""
+
+    def __init__(self, path: Path, threads: int, inputs: int, outputs: int):
+        from .tflite_backend import _interpreter_class, _open
+
+        Interpreter = _interpreter_class()
+        try:
+            self._it = _open(Interpreter, path, int(threads))
+            self._it.allocate_tensors()
+        except Exception as exc:
+            raise EdgeseqError(f"the TFLite interpreter cannot load {path}: {exc}") from None
+        ins = {d["name"]: d for d in self._it.get_input_details()}
+        outs = {d["name"]: d for d in self._it.get_output_details()}
+        if set(ins) != {"x", "state"} or set(outs) != {"state_out", "y"}:
+            raise EdgeseqError(f"{path}: expected a sequence step model (x, state) -> (state_out, y), "
+                               f"the model has inputs {sorted(ins)} and outputs {sorted(outs)}")
+        self._x, self._s = ins["x"]["index"], ins["state"]["index"]
+        self._s_out, self._y = outs["state_out"]["index"], outs["y"]["index"]
+        self.units = int(ins["state"]["shape"][1])
+        self.outputs = outputs
+        got = (int(ins["x"]["shape"][1]), int(outs["y"]["shape"][1]))
+        if got != (inputs, outputs):
+            raise EdgeseqError(f"{path}: the step model maps {got[0]} inputs to {got[1]} outputs, "
+                               f"the manifest says {inputs} -> {outputs}")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        it, xi, si, so, yi = self._it, self._x, self._s, self._s_out, self._y
+        y = np.empty((len(x), self.outputs), np.float32)
+        state = np.zeros((1, self.units), np.float32)
+        for t in range(len(x)):
+            it.set_tensor(xi, x[t:t + 1])
+            it.set_tensor(si, state)
+            it.invoke()
+            # get_tensor copies out of the arena, so state stays valid across the next invoke
+            state = it.get_tensor(so)
+            y[t] = it.get_tensor(yi)[0]
+        return y
 
 
 def load_sequence(path, *, threads: int = 1) -> SequenceModel:
@@ -152,13 +206,21 @@ def load_sequence(path, *, threads: int = 1) -> SequenceModel:
     if not isinstance(rt, dict):
         raise EdgeseqError(f"bundle {root} has no runtime section: it is a training bundle; "
                            f"run `edgeseq export` on it to get one this runtime can load")
-    if rt.get("format") != "onnx":
-        raise EdgeseqError(f"bundle {root}: runtime format {rt.get('format')!r} is not supported (known: onnx)")
+    fmt = rt.get("format")
+    if fmt not in ("onnx", "tflite"):
+        raise EdgeseqError(f"bundle {root}: runtime format {fmt!r} is not supported (known: onnx, tflite)")
     name = rt.get("model")
     if not name or name not in m["files"]:
         raise EdgeseqError(f"bundle {root}: {name} is not listed with a hash in the manifest")
     try:
-        rt["inputs"]["x"]["shape"][1], rt["outputs"]["y"]["shape"][1]
-    except (KeyError, IndexError, TypeError):
+        inputs, outputs = int(rt["inputs"]["x"]["shape"][1]), int(rt["outputs"]["y"]["shape"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
         raise EdgeseqError(f"bundle {root}: runtime section lacks the x/y shapes of a sequence model") from None
-    return SequenceModel(root, m, _session(root / name, threads))
+    if fmt == "onnx":
+        backend = _OnnxSequence(root / name, threads)
+    else:
+        if rt.get("graph_form", "step") != "step":
+            raise EdgeseqError(f"bundle {root}: TFLite graph form {rt.get('graph_form')!r} is not "
+                               f"supported for sequence models (known: step)")
+        backend = _TFLiteSequence(root / name, threads, inputs, outputs)
+    return SequenceModel(root, m, backend)

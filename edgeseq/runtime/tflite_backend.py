@@ -57,6 +57,10 @@ class TFLiteBackend:
         self._batch = int(ins["window"]["shape"][0])
         self._T, self._F = int(ins["window"]["shape"][1]), int(ins["rr"]["shape"][1])
         self._C = int(self._it.get_output_details()[0]["shape"][1])
+        step = runtime.get("step")
+        self._step_path = root / step if step else None
+        self._threads = int(threads)
+        self._step = None
 
     def _resize(self, b: int) -> None:
         # Re-planning the arena costs far more than a beat, so keep the last batch size.
@@ -77,4 +81,29 @@ class TFLiteBackend:
         return self._it.get_tensor(self._out).copy()  # get_tensor's array is the arena: the next call reuses it
 
     def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
-        raise EdgeseqError("this TFLite bundle has no step model (it exports the window model only)")
+        """One reservoir update ``(u [B, 1], const [B, K], state [B, N]) -> state [B, N]`` on
+        ``step.tflite``, loaded on the first call (most devices classify whole windows)."""
+        if self._step is None:
+            if self._step_path is None:
+                raise EdgeseqError("this TFLite bundle has no step model")
+            try:
+                it = _open(_interpreter_class(), self._step_path, self._threads)
+                it.allocate_tensors()
+            except Exception as exc:
+                raise EdgeseqError(f"the TFLite interpreter cannot load {self._step_path}: {exc}") from None
+            ins = {d["name"]: d for d in it.get_input_details()}
+            if set(ins) != {"u", "const", "state"}:
+                raise EdgeseqError(f"{self._step_path}: expected inputs u, const and state, "
+                                   f"the model has {sorted(ins)}")
+            self._step = (it, ins, it.get_output_details()[0]["index"], [int(ins["u"]["shape"][0])])
+        it, ins, out, batch = self._step
+        b = len(u)
+        if b != batch[0]:
+            for name, arr in (("u", u), ("const", const), ("state", state)):
+                it.resize_tensor_input(ins[name]["index"], [b, arr.shape[1]])
+            it.allocate_tensors()
+            batch[0] = b
+        for name, arr in (("u", u), ("const", const), ("state", state)):
+            it.set_tensor(ins[name]["index"], np.ascontiguousarray(arr, np.float32))
+        it.invoke()
+        return it.get_tensor(out).copy()
