@@ -100,3 +100,29 @@ def test_evaluate_on_an_exported_bundle_stays_on_the_device_path(onnx_bundle, sa
     top = {m.split(".")[0] for m in res["modules"]}
     assert "onnxruntime" in top
     assert not top & {"torch", "tensorflow", "reservoirpy", "onnx"}, top & {"torch", "tensorflow", "reservoirpy", "onnx"}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_step_then_readout_equals_the_window_model(small_bundle, sample, tmp_path, fmt):
+    """A device that feeds samples one at a time gets the same logits as one window call."""
+    import numpy as np
+
+    if fmt == "tflite":
+        pytest.importorskip("ai_edge_litert")
+    from edgeseq import runtime
+    from edgeseq.tasks import ecg
+
+    out = tmp_path / f"m.{fmt}.bundle"
+    assert _run("export", small_bundle, "--format", fmt, "--out", out).returncode == 0
+    _, prep, est = ecg.load_model(small_bundle)
+    beats = ecg.load_beats(sample, ["208"], prep, progress=False)
+    w, rr = beats.windows[:16], beats.rr[:16]
+    model = runtime.load(out)
+    const = est.reservoir_rr(rr).astype(np.float32)
+    model.reset()
+    total = 0
+    for t in range(w.shape[1]):
+        state = model.step(w[:, t:t + 1], const)
+        total = total + state
+    logits = model.readout(state, (total / w.shape[1]).astype(np.float32), rr)
+    np.testing.assert_allclose(logits, model.logits(w, rr), atol=1e-4 * max(1.0, np.abs(logits).max()))

@@ -33,8 +33,9 @@ def _check(name: str, x, shape: tuple) -> np.ndarray:
 class Model:
     """An exported bundle, ready to run. ``manifest`` and ``labels`` are the bundle's."""
 
-    def __init__(self, path: Path, manifest: dict, backend):
+    def __init__(self, path: Path, manifest: dict, backend, arrays: dict | None = None):
         self.path = path
+        self._arrays = arrays or {}
         self.manifest = manifest
         self.labels = list(manifest["labels"])
         rt = manifest["runtime"]
@@ -86,6 +87,19 @@ class Model:
     def reset(self) -> None:
         self.state = None
 
+    def readout(self, last, mean, rr) -> np.ndarray:
+        """Logits from states gathered with :meth:`step` (the last and the mean state over a beat
+        window) and the beat's rr features: the readout on request, for a device that runs the
+        reservoir sample by sample. Uses the bundle's float weights, one affine map."""
+        if "Wout" not in self._arrays:
+            raise EdgeseqError(f"bundle {self.path} carries no readout weights")
+        n = self._N
+        last = _check("last", last, (None, n))
+        mean = _check("mean", mean, (len(last), n))
+        r = _check("rr", rr, (len(last), self._F))
+        X = np.concatenate([last, mean, r], axis=1)
+        return X @ self._arrays["Wout"] + self._arrays["bout"]
+
 
 def _backend(root: Path, rt: dict, threads: int):
     if rt["format"] == "onnx":
@@ -119,4 +133,4 @@ def load(path, *, task: str | None = None, threads: int = 1):
         from .sequence import load_sequence
 
         return load_sequence(root, threads=threads)
-    return Model(root, m, _backend(root, rt, threads))
+    return Model(root, m, _backend(root, rt, threads), bundle.arrays)
