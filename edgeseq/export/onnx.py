@@ -313,6 +313,24 @@ def _agreement(float_path: Path, int8_path: Path, windows, rr) -> float:
 
 # -- bundle ------------------------------------------------------------------------------------------
 
+def esn_runtime_section(p: dict, fmt: str, *, int8: bool, model: str, step: str, graph_form: str,
+                        source_sha256: str) -> dict:
+    """The manifest ``runtime`` section of an exported ESN, the same for every format: what the
+    device runtime reads to feed the window and step models."""
+    def f32(*shape):
+        return {"shape": list(shape), "dtype": "float32"}
+
+    return {
+        "format": fmt, "precision": "int8" if int8 else "float32", "model": model, "step": step,
+        "graph_form": graph_form, "source_sha256": source_sha256,
+        "inputs": {"window": f32("B", p["T"]), "rr": f32("B", p["F"] or 9)},
+        "outputs": {"logits": f32("B", p["Wout"].shape[1])},
+        "step_inputs": {"u": f32("B", 1), "const": f32("B", p["K"]), "state": f32("B", p["N"])},
+        "step_outputs": {"state_out": f32("B", p["N"])},
+        "rr_inputs": [[int(c), float(r)] for c, r in zip(p["cols"], p["ref"])],
+    }
+
+
 def _calibration_beats(calibration, manifest, limit=2000):
     if calibration is None:
         raise EdgeseqError("int8 export needs calibration beats: pass calibration=(windows, rr) or "
@@ -360,19 +378,8 @@ def export_esn_onnx(bundle_path, out_dir, *, int8: bool = False, calibration=Non
             agree = _agreement(work / "float.onnx", work / "int8.onnx", windows, rr)
             model_file, form = work / "int8.onnx", "scan"
         weights_name = manifest["model"].get("weights", WEIGHTS)
-        manifest["runtime"] = {
-            "format": "onnx", "precision": "int8" if int8 else "float32", "model": MODEL, "step": STEP,
-            "graph_form": form,
-            "source_sha256": sha256_file(src / weights_name),
-            "inputs": {"window": {"shape": ["B", p["T"]], "dtype": "float32"},
-                       "rr": {"shape": ["B", p["F"] or 9], "dtype": "float32"}},
-            "outputs": {"logits": {"shape": ["B", p["Wout"].shape[1]], "dtype": "float32"}},
-            "step_inputs": {"u": {"shape": ["B", 1], "dtype": "float32"},
-                            "const": {"shape": ["B", p["K"]], "dtype": "float32"},
-                            "state": {"shape": ["B", p["N"]], "dtype": "float32"}},
-            "step_outputs": {"state_out": {"shape": ["B", p["N"]], "dtype": "float32"}},
-            "rr_inputs": [[int(c), float(r)] for c, r in zip(p["cols"], p["ref"])],
-        }
+        manifest["runtime"] = esn_runtime_section(p, "onnx", int8=int8, model=MODEL, step=STEP, graph_form=form,
+                                                  source_sha256=sha256_file(src / weights_name))
         if int8:
             manifest["runtime"]["quantization"] = {
                 "tool": "edgeseq.export.onnx", "format": "QDQ", "weights": "int8",

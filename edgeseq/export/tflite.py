@@ -56,7 +56,7 @@ import numpy as np
 
 from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
 from ..errors import EdgeseqError
-from .onnx import _calibration_beats, _esn_parts
+from .onnx import _calibration_beats, _esn_parts, esn_runtime_section
 
 MODEL = "model.tflite"
 STEP = "step.tflite"
@@ -635,19 +635,9 @@ def export_esn_tflite(bundle_path, out_dir, *, int8: bool = False, calibration=N
         ranges = _ranges(p, windows, rr)
     data = build_int8_while_tflite(p, ranges) if int8 else build_window_tflite(p)
     weights_name = manifest["model"].get("weights", WEIGHTS)
-    manifest["runtime"] = {
-        "format": "tflite", "precision": "int8" if int8 else "float32", "model": MODEL, "step": STEP,
-        "graph_form": "while" if int8 else "unrolled",
-        "source_sha256": sha256_file(src / weights_name),
-        "inputs": {"window": {"shape": ["B", p["T"]], "dtype": "float32"},
-                   "rr": {"shape": ["B", p["F"] or 9], "dtype": "float32"}},
-        "outputs": {"logits": {"shape": ["B", p["Wout"].shape[1]], "dtype": "float32"}},
-        "step_inputs": {"u": {"shape": ["B", 1], "dtype": "float32"},
-                        "const": {"shape": ["B", p["K"]], "dtype": "float32"},
-                        "state": {"shape": ["B", p["N"]], "dtype": "float32"}},
-        "step_outputs": {"state_out": {"shape": ["B", p["N"]], "dtype": "float32"}},
-        "rr_inputs": [[int(c), float(r)] for c, r in zip(p["cols"], p["ref"])],
-    }
+    manifest["runtime"] = esn_runtime_section(p, "tflite", int8=int8, model=MODEL, step=STEP,
+                                              graph_form="while" if int8 else "unrolled",
+                                              source_sha256=sha256_file(src / weights_name))
     if int8:
         manifest["runtime"]["quantization"] = {
             "tool": "edgeseq.export.tflite", "format": "tflite 16x8",

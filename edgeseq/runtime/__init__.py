@@ -101,6 +101,25 @@ class Model:
         return X @ self._arrays["Wout"] + self._arrays["bout"]
 
 
+def runtime_section(root: Path, manifest: dict) -> dict:
+    """The manifest's ``runtime`` section, checked: a known format, and model files that the
+    manifest lists with a hash (so ``load_bundle`` has verified them)."""
+    rt = manifest.get("runtime")
+    if not isinstance(rt, dict):
+        raise EdgeseqError(f"bundle {root} has no runtime section: it is a training bundle; "
+                           f"run `edgeseq export` on it to get one this runtime can load")
+    fmt = rt.get("format")
+    if fmt not in FORMATS:
+        raise EdgeseqError(f"bundle {root}: runtime format {fmt!r} is not supported "
+                           f"(known: {', '.join(FORMATS)})")
+    if not rt.get("model"):
+        raise EdgeseqError(f"bundle {root}: runtime section names no model file")
+    for key in ("model", "step"):
+        if rt.get(key) and rt[key] not in manifest["files"]:
+            raise EdgeseqError(f"bundle {root}: {rt[key]} is not listed with a hash in the manifest")
+    return rt
+
+
 def _backend(root: Path, rt: dict, threads: int):
     if rt["format"] == "onnx":
         from .onnx_backend import OnnxBackend
@@ -118,17 +137,7 @@ def load(path, *, task: str | None = None, threads: int = 1):
     root = Path(path)
     bundle = load_bundle(root, task=task)
     m = bundle.manifest
-    rt = m.get("runtime")
-    if not isinstance(rt, dict):
-        raise EdgeseqError(f"bundle {root} has no runtime section: it is a training bundle; "
-                           f"run `edgeseq export` on it to get one this runtime can load")
-    fmt = rt.get("format")
-    if fmt not in FORMATS:
-        raise EdgeseqError(f"bundle {root}: runtime format {fmt!r} is not supported "
-                           f"(known: {', '.join(FORMATS)})")
-    for key in ("model", "step"):
-        if rt.get(key) and rt[key] not in m["files"]:
-            raise EdgeseqError(f"bundle {root}: {rt[key]} is not listed with a hash in the manifest")
+    rt = runtime_section(root, m)
     if m["task"] == "sequence":
         from .sequence import load_sequence
 

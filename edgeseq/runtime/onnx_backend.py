@@ -10,30 +10,31 @@ import numpy as np
 from ..errors import EdgeseqError
 
 
+def open_session(path: Path, threads: int = 1):
+    """An onnxruntime CPU session for ``path``, or a one-line error saying why not."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EdgeseqError("this bundle runs on onnxruntime, which is not installed "
+                           "(pip install onnxruntime)") from None
+    opts = ort.SessionOptions()
+    # One core by default: a small device has few, and per-beat latency was measured so.
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
+
+
 class OnnxBackend:
     def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EdgeseqError("this bundle runs on onnxruntime, which is not installed "
-                               "(pip install onnxruntime)") from None
-        opts = ort.SessionOptions()
-        # One core by default: a small device has few, and per-beat latency was measured so.
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._ort = ort
-        self._opts = opts
-        self.window = self._session(root / runtime["model"])
+        self._threads = threads
+        self.window = open_session(root / runtime["model"], threads)
         step = runtime.get("step")
         self._step_path = root / step if step else None
         self._step = None
-
-    def _session(self, path: Path):
-        try:
-            return self._ort.InferenceSession(str(path), self._opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
 
     def logits(self, windows: np.ndarray, rr: np.ndarray) -> np.ndarray:
         return self.window.run(None, {"window": windows, "rr": rr})[0]
@@ -42,5 +43,5 @@ class OnnxBackend:
         if self._step is None:  # most devices classify whole windows; load the step graph on demand
             if self._step_path is None:
                 raise EdgeseqError("this exported bundle has no step model")
-            self._step = self._session(self._step_path)
+            self._step = open_session(self._step_path, self._threads)
         return self._step.run(None, {"u": u, "const": const, "state": state})[0]

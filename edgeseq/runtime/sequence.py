@@ -22,6 +22,7 @@ import numpy as np
 
 from ..bundle import load_bundle
 from ..errors import EdgeseqError
+from . import runtime_section
 
 TASK = "sequence"
 ACTIVATIONS = ("tanh", "identity", "sigmoid", "relu")
@@ -133,19 +134,9 @@ class _OnnxSequence:
     """The Scan graph ``x [T, D] -> y [T, O]`` on onnxruntime."""
 
     def __init__(self, path: Path, threads: int):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EdgeseqError("this bundle runs on onnxruntime, which is not installed "
-                               "(pip install onnxruntime)") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
+        from .onnx_backend import open_session
+
+        self._session = open_session(path, threads)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._session.run(None, {"x": x})[0]
@@ -202,21 +193,13 @@ def load_sequence(path, *, threads: int = 1) -> SequenceModel:
     root = Path(path)
     bundle = load_bundle(root, task=TASK)
     m = bundle.manifest
-    rt = m.get("runtime")
-    if not isinstance(rt, dict):
-        raise EdgeseqError(f"bundle {root} has no runtime section: it is a training bundle; "
-                           f"run `edgeseq export` on it to get one this runtime can load")
-    fmt = rt.get("format")
-    if fmt not in ("onnx", "tflite"):
-        raise EdgeseqError(f"bundle {root}: runtime format {fmt!r} is not supported (known: onnx, tflite)")
-    name = rt.get("model")
-    if not name or name not in m["files"]:
-        raise EdgeseqError(f"bundle {root}: {name} is not listed with a hash in the manifest")
+    rt = runtime_section(root, m)
+    name = rt["model"]
     try:
         inputs, outputs = int(rt["inputs"]["x"]["shape"][1]), int(rt["outputs"]["y"]["shape"][1])
     except (KeyError, IndexError, TypeError, ValueError):
         raise EdgeseqError(f"bundle {root}: runtime section lacks the x/y shapes of a sequence model") from None
-    if fmt == "onnx":
+    if rt["format"] == "onnx":
         backend = _OnnxSequence(root / name, threads)
     else:
         if rt.get("graph_form", "step") != "step":
