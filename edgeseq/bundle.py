@@ -83,8 +83,10 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
             shutil.copyfile(src, tmp / name)
         listed = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                   for p in sorted(tmp.iterdir())}
-        full = {"format": FORMAT, "format_version": FORMAT_VERSION, "edgeseq_version": __version__,
-                **manifest, "files": listed}
+        # The writer owns these keys: a manifest copied from another bundle cannot carry stale ones.
+        full = {"format": FORMAT, "format_version": FORMAT_VERSION, "edgeseq_version": __version__}
+        full.update({k: v for k, v in manifest.items() if k not in full and k != "files"})
+        full["files"] = listed
         full["model"] = {**full["model"], "weights": WEIGHTS,
                          "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                                     for k, v in arrays.items()}}

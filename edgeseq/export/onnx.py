@@ -27,13 +27,13 @@ state; 27.5% of the float file at N=300.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
+from . import source_bundle
+from ..bundle import WEIGHTS, sha256_file, write_bundle
 from ..errors import EdgeseqError
 
 OPSET = 17
@@ -95,6 +95,23 @@ def _cell(helper, x, d, out, tag, nodes):
               helper.make_node("Add", [x, f"ldx{tag}"], [out])]
 
 
+def _scan(helper, body: list) -> list:
+    """The Scan over the window's steps around a one-step ``body`` (state ``xs``, running sum
+    ``accs``, drive ``ds`` in; ``xn``, ``accn`` out), from a zero state shaped like the drive."""
+    from onnx import TensorProto
+
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        body, "step",
+        [helper.make_tensor_value_info("xs", f, None), helper.make_tensor_value_info("accs", f, None),
+         helper.make_tensor_value_info("ds", f, None)],
+        [helper.make_tensor_value_info("xn", f, None), helper.make_tensor_value_info("accn", f, None)])
+    return [helper.make_node("Shape", ["cdrive1"], ["shape_bn"]),
+            helper.make_node("ConstantOfShape", ["shape_bn"], ["zeros"]),
+            helper.make_node("Scan", ["zeros", "zeros", "drive"], ["last", "xsum"], body=graph,
+                             num_scan_inputs=1, scan_input_axes=[1])]
+
+
 def build_window_model(p: dict, form: str = "unrolled"):
     """The WINDOW graph in ``form`` ``"unrolled"`` or ``"scan"`` (both kept for the measurement)."""
     import onnx
@@ -133,16 +150,7 @@ def build_window_model(p: dict, form: str = "unrolled"):
         body_nodes = []
         _cell(helper, "xs", "ds", "xn", "", body_nodes)
         body_nodes.append(helper.make_node("Add", ["accs", "xn"], ["accn"]))
-        f = TensorProto.FLOAT
-        body = helper.make_graph(
-            body_nodes, "step",
-            [helper.make_tensor_value_info("xs", f, None), helper.make_tensor_value_info("accs", f, None),
-             helper.make_tensor_value_info("ds", f, None)],
-            [helper.make_tensor_value_info("xn", f, None), helper.make_tensor_value_info("accn", f, None)])
-        nodes += [helper.make_node("Shape", ["cdrive1"], ["shape_bn"]),
-                  helper.make_node("ConstantOfShape", ["shape_bn"], ["zeros"]),
-                  helper.make_node("Scan", ["zeros", "zeros", "drive"], ["last", "xsum"], body=body,
-                                   num_scan_inputs=1, scan_input_axes=[1])]
+        nodes += _scan(helper, body_nodes)
     else:
         raise ValueError(f"unknown graph form {form!r}")
     nodes += [helper.make_node("Reshape", ["xsum", "shapeBN"], ["xsum2"]),
@@ -266,16 +274,7 @@ def build_int8_window_model(p: dict):
              helper.make_node("Mul", ["dx", "lr"], ["ldx"]),
              helper.make_node("Add", ["xs", "ldx"], ["xn"]),
              helper.make_node("Add", ["accs", "xn"], ["accn"])]
-    f = TensorProto.FLOAT
-    body_graph = helper.make_graph(
-        body, "step",
-        [helper.make_tensor_value_info("xs", f, None), helper.make_tensor_value_info("accs", f, None),
-         helper.make_tensor_value_info("ds", f, None)],
-        [helper.make_tensor_value_info("xn", f, None), helper.make_tensor_value_info("accn", f, None)])
-    nodes += [helper.make_node("Shape", ["cdrive1"], ["shape_bn"]),
-              helper.make_node("ConstantOfShape", ["shape_bn"], ["zeros"]),
-              helper.make_node("Scan", ["zeros", "zeros", "drive"], ["last", "xsum"], body=body_graph,
-                               num_scan_inputs=1, scan_input_axes=[1]),
+    nodes += _scan(helper, body) + [
               helper.make_node("Reshape", ["xsum", "shapeBN"], ["xsum2"]),
               helper.make_node("Mul", ["xsum2", "invT"], ["mean"])]
     qdq("last", "last_d", "s_state", nodes)
@@ -283,6 +282,7 @@ def build_int8_window_model(p: dict):
     nodes += [helper.make_node("Concat", ["last_d", "mean_d", "rr"], ["features"], axis=1),
               helper.make_node("MatMul", ["features", "Wout"], ["lin"]),
               helper.make_node("Add", ["lin", "bout"], ["logits"])]
+    f = TensorProto.FLOAT
     graph = helper.make_graph(
         nodes, "esn_window_int8",
         [helper.make_tensor_value_info("window", f, ["B", T]), helper.make_tensor_value_info("rr", f, ["B", F])],
@@ -360,11 +360,7 @@ def export_esn_onnx(bundle_path, out_dir, *, int8: bool = False, calibration=Non
     """
     import onnx
 
-    src = Path(bundle_path)
-    bundle = load_bundle(src)
-    manifest = json.loads(json.dumps(bundle.manifest))
-    if "runtime" in manifest:
-        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
+    src, bundle, manifest = source_bundle(bundle_path)
     p = _esn_parts(manifest, bundle.arrays)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="edgeseq_onnx_") as work:

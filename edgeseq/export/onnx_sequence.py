@@ -16,13 +16,13 @@ differs from reservoirpy's float64 by float32 rounding only.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
+from . import source_bundle
+from ..bundle import WEIGHTS, sha256_file, write_bundle
 from ..errors import EdgeseqError
 from ..runtime.sequence import ACTIVATIONS, TASK
 
@@ -105,15 +105,8 @@ def export_sequence_onnx(bundle_path, out_dir) -> Path:
     from the same directory)."""
     import onnx
 
-    src = Path(bundle_path)
-    bundle = load_bundle(src, task=TASK)
-    manifest = json.loads(json.dumps(bundle.manifest))
-    if "runtime" in manifest:
-        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
+    src, bundle, manifest = source_bundle(bundle_path, TASK)
     p = _parts(manifest, bundle.arrays)
-    for k in ("format", "format_version", "edgeseq_version", "files"):
-        manifest.pop(k, None)  # write_bundle sets them afresh
-    manifest["model"] = {k: v for k, v in manifest["model"].items() if k not in ("weights", "arrays")}
     with tempfile.TemporaryDirectory(prefix="edgeseq_onnx_seq_") as work:
         path = Path(work) / MODEL
         onnx.save(build_sequence_model(p), path)

@@ -39,22 +39,22 @@ Measured (DS1 bundle N=300, all 50977 DS1 beats, ai-edge-litert 2.3)::
                                           0.7 points of float, Q beats unchanged
     same, W per-tensor           120 kB   labels 99.83% (89 changed); S +P +2.3: per-channel it is
     int8 unrolled (16x8, int RO) 287 kB   labels 99.74%; S +P +2.2, Q +P -15 (previous export)
-    ONNX float/int8              381/144 kB
+    ONNX float/int8              381/105 kB
 
 Single-beat latency (one thread, builtin kernels without XNNPACK, shared 2-core VM, median of 300,
-measured side by side): float32 825 us, int8 WHILE 1692 us, int8 unrolled 1994 us. ``build_window_tflite(p, ranges)`` still builds the previous unrolled 16x8 form, for
-comparison: its ~1260 per-step tensor tables weigh ~190 kB past the weights.
+measured side by side): float32 825 us, int8 WHILE 1692 us, int8 unrolled 1994 us. The unrolled
+16x8 form (removed) paid ~190 kB for its ~1260 per-step tensor tables on top of the weights.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
+from . import source_bundle
+from ..bundle import WEIGHTS, sha256_file, write_bundle
 from ..errors import EdgeseqError
 from .onnx import _calibration_beats, _esn_parts, esn_runtime_section
 
@@ -237,8 +237,8 @@ def _ranges(p: dict, windows: np.ndarray, rr: np.ndarray, batch: int = 500) -> d
 
 # -- graph --------------------------------------------------------------------------------------------
 
-def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> bytes:
-    """The WINDOW model; ``ranges`` (from ``_ranges``) selects the 16x8 quantized form."""
+def build_window_tflite(p: dict) -> bytes:
+    """The float32 WINDOW model, unrolled over the T steps with one shared W buffer."""
     s = _schema()
     BO, TT, OT = s.BuiltinOperator, s.TensorType, s.BuiltinOptions
     N, K, T, lr = p["N"], p["K"], p["T"], float(p["lr"])
@@ -246,49 +246,16 @@ def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> byte
         raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
     F = p["F"] or 9
     C = p["Wout"].shape[1]
-    q = ranges is not None
     g = _Graph(s)
-    F32, I16, I8, I32, I64 = TT.FLOAT32, TT.INT16, TT.INT8, TT.INT32, TT.INT64
+    F32, I32 = TT.FLOAT32, TT.INT32
 
-    def sc(name):
-        # A zero range (a dead unit, an all-zero calibration) still needs a valid scale.
-        return max(ranges[name], 1e-8) / _I16
+    def act(name, shape):
+        return g.act(name, shape, F32)
 
-    def act(name, shape, scale=None):
-        """float32 activation, or int16 at ``scale`` (default: the calibrated range of ``name``)."""
-        if not q:
-            return g.act(name, shape, F32)
-        return g.act(name, shape, I16, sc(name) if scale is None else scale)
-
-    def c16(name, arr):
-        """int16 symmetric constant (elementwise operands: lr, 1/T, Win[:, 0])."""
-        arr = np.asarray(arr, np.float32)
-        scale = max(float(np.abs(arr).max()), 1e-8) / _I16
-        return g.const(name, np.round(arr / scale).astype(np.int16), I16, scale), scale
-
-    def fc_weights(name, w, in_scale, quant):
-        """FULLY_CONNECTED weights [out, in]: float32, or int8 symmetric per-tensor (16x8 kernels
-        take per-tensor filters on every TFLite release; per-channel int16 is newer)."""
-        w = np.asarray(w, np.float32)
-        if not quant:
-            return g.const(name, w, F32), None
-        scale = max(float(np.abs(w).max()), 1e-12) / 127.0
-        return g.const(name, np.clip(np.round(w / scale), -127, 127).astype(np.int8), I8, scale), \
-            scale * in_scale
-
-    def fc(inp, wname, w, bias, out, in_scale=None, quant=None):
-        quant = q if quant is None else quant
-        widx, bscale = fc_weights(wname, w, in_scale, quant)
-        ins = [inp, widx]
-        if bias is None:
-            ins.append(-1)
-        elif quant:
-            ins.append(g.const(wname + "_b", np.round(np.asarray(bias, np.float64) / bscale).astype(np.int64),
-                               I64, bscale))
-        else:
-            ins.append(g.const(wname + "_b", np.asarray(bias, np.float32), F32))
-        o = s.FullyConnectedOptionsT()
-        g.op(BO.FULLY_CONNECTED, ins, [out], OT.FullyConnectedOptions, o)
+    def fc(inp, wname, w, bias, out):
+        ins = [inp, g.const(wname, np.asarray(w, np.float32), F32)]
+        ins.append(-1 if bias is None else g.const(wname + "_b", np.asarray(bias, np.float32), F32))
+        g.op(BO.FULLY_CONNECTED, ins, [out], OT.FullyConnectedOptions, s.FullyConnectedOptionsT())
 
     def binop(code, a, b, out):
         if code == BO.ADD:
@@ -303,10 +270,10 @@ def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> byte
             o.potScaleInt16 = False  # general int16 scales; the power-of-two path is for LSTMs
         g.op(code, [a, b], [out], t, o)
 
-    # rr front end, float in both forms (see module docstring).
-    window = g.act("window", [T], F32)
-    rr = g.act("rr", [F], F32)
-    rr_sel = g.act("rr_sel", [K], F32)
+    # rr front end: the reservoir's constant inputs, log((rr[cols] + 0.01) / (ref + 0.01)) clipped.
+    window = act("window", [T])
+    rr = act("rr", [F])
+    rr_sel = act("rr_sel", [K])
     go = s.GatherOptionsT()
     go.axis = 1
     g.op(BO.GATHER, [rr, g.const("rr_cols", p["cols"].astype(np.int32), I32)], [rr_sel], OT.GatherOptions, go)
@@ -314,7 +281,7 @@ def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> byte
     for name, code, val in (("rr_add", BO.ADD, 0.01), ("rr_max", BO.MAXIMUM, 1e-6),
                             ("rr_ratio", BO.DIV, None), ("rr_log", BO.LOG, None),
                             ("rr_lo", BO.MAXIMUM, -3.0), ("const", BO.MINIMUM, 3.0)):
-        out = g.act(name, [K], F32)
+        out = act(name, [K])
         if code == BO.LOG:
             g.op(code, [prev], [out])
         else:
@@ -322,32 +289,16 @@ def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> byte
             binop(code, prev, g.const(name + "_c", c, F32), out)
         prev = out
     const = prev
-    if q:  # float front end -> int16 recurrence
-        cd_f = g.act("cdrive_f", [N], F32)
-        fc(const, "WinC", p["Win"][:, 1:], p["bias"], cd_f, quant=False)
-        cdrive = g.act("cdrive", [N], I16, sc("cdrive"))
-        g.op(BO.QUANTIZE, [cd_f], [cdrive])
-        win_q = g.act("window_q", [T], I16, sc("window"))
-        g.op(BO.QUANTIZE, [window], [win_q])
-        src = win_q
-    else:
-        cdrive = act("cdrive", [N])
-        fc(const, "WinC", p["Win"][:, 1:], p["bias"], cdrive)
-        src = window
+    cdrive = act("cdrive", [N])
+    fc(const, "WinC", p["Win"][:, 1:], p["bias"], cdrive)
 
-    cols = [act(f"u{t}", [1], sc("window") if q else None) for t in range(T)]
+    cols = [act(f"u{t}", [1]) for t in range(T)]
     so = s.SplitOptionsT()
     so.numSplits = T
-    g.op(BO.SPLIT, [g.const("axis1", np.array(1, np.int32), I32), src], cols, OT.SplitOptions, so)
-    if q:
-        win_u, _ = c16("win_u", p["Win"][:, 0])
-        lr_t, _ = c16("lr", np.array([lr], np.float32))
-        invT, _ = c16("invT", np.array([1.0 / T], np.float32))
-    else:
-        win_u = g.const("win_u", p["Win"][:, 0].astype(np.float32), F32)
-        lr_t = g.const("lr", np.array([lr], np.float32), F32)
-        invT = g.const("invT", np.array([1.0 / T], np.float32), F32)
-    tanh_scale = 1.0 / 32768  # the int16 TANH kernel's fixed output scale
+    g.op(BO.SPLIT, [g.const("axis1", np.array(1, np.int32), I32), window], cols, OT.SplitOptions, so)
+    win_u = g.const("win_u", p["Win"][:, 0].astype(np.float32), F32)
+    lr_t = g.const("lr", np.array([lr], np.float32), F32)
+    invT = g.const("invT", np.array([1.0 / T], np.float32), F32)
 
     x = acc = None
     for t in range(T):
@@ -357,16 +308,15 @@ def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> byte
         binop(BO.ADD, ud, cdrive, d)
         xn = act(f"x{t}", [N])
         if t == 0:  # x_{-1} = 0: no recurrent product, the zero state needs no tensor
-            a = act("act0", [N], tanh_scale)
+            a = act("act0", [N])
             g.op(BO.TANH, [d], [a])
             binop(BO.MUL, a, lr_t, xn)
         else:
             rec = act(f"rec{t}", [N])
-            fc(x, "W", p["W"], None, rec, sc(f"x{t - 1}") if q else None) if t == 1 else \
-                _fc_shared(g, s, x, rec)
+            fc(x, "W", p["W"], None, rec) if t == 1 else _fc_shared(g, s, x, rec)
             pre = act(f"pre{t}", [N])
             binop(BO.ADD, rec, d, pre)
-            a = act(f"act{t}", [N], tanh_scale)
+            a = act(f"act{t}", [N])
             g.op(BO.TANH, [pre], [a])
             dx = act(f"dx{t}", [N])
             binop(BO.SUB, a, x, dx)
@@ -381,35 +331,15 @@ def build_window_tflite(p: dict, ranges: dict[str, float] | None = None) -> byte
             binop(BO.ADD, acc, xn, na)
             acc = na
 
-    if q:
-        # CONCATENATION keeps int16 values as they are, so its inputs share one scale.
-        fs = max(ranges[f"x{T - 1}"], ranges["mean"], ranges["rr"]) / _I16
-        last = act("last", [N], fs)
-        g.op(BO.QUANTIZE, [x], [last])  # int16 -> int16 QUANTIZE is a requantization
-        mean = act("mean", [N], fs)
-        binop(BO.MUL, acc, invT, mean)
-        rr_q = act("rr_q", [F], fs)
-        g.op(BO.QUANTIZE, [rr], [rr_q])
-        feats = act("features", [2 * N + F], fs)
-        parts, in_scale = [last, mean, rr_q], fs
-    else:
-        mean = act("mean", [N])
-        binop(BO.MUL, acc, invT, mean)
-        feats = act("features", [2 * N + F])
-        parts, in_scale = [x, mean, rr], None
+    mean = act("mean", [N])
+    binop(BO.MUL, acc, invT, mean)
+    feats = act("features", [2 * N + F])
     co = s.ConcatenationOptionsT()
     co.axis = 1
-    g.op(BO.CONCATENATION, parts, [feats], OT.ConcatenationOptions, co)
-    if q:
-        lq = act("logits_q", [C], sc("logits"))
-        fc(feats, "Wout", p["Wout"].T, p["bout"], lq, in_scale)
-        logits = g.act("logits", [C], F32)
-        g.op(BO.DEQUANTIZE, [lq], [logits])
-    else:
-        logits = act("logits", [C])
-        fc(feats, "Wout", p["Wout"].T, p["bout"], logits)
-    desc = "edgeseq ESN window model" + (" (int8 weights, int16 activations)" if q else "")
-    return g.finish([window, rr], [logits], desc)
+    g.op(BO.CONCATENATION, [x, mean, rr], [feats], OT.ConcatenationOptions, co)
+    logits = act("logits", [C])
+    fc(feats, "Wout", p["Wout"].T, p["bout"], logits)
+    return g.finish([window, rr], [logits], "edgeseq ESN window model")
 
 
 STATE_SCALE = 1.0 / _I16  # |x| < 1 always (x' = (1 - lr) x + lr tanh(.), 0 < lr <= 1, x_{-1} = 0)
@@ -623,11 +553,7 @@ def export_esn_tflite(bundle_path, out_dir, *, int8: bool = False, calibration=N
 
     ``calibration`` (int8 only): ``(windows, rr)`` arrays, or ``(data_dir, records)`` to read beats.
     """
-    src = Path(bundle_path)
-    bundle = load_bundle(src)
-    manifest = json.loads(json.dumps(bundle.manifest))
-    if "runtime" in manifest:
-        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
+    src, bundle, manifest = source_bundle(bundle_path)
     p = _esn_parts(manifest, bundle.arrays)
     ranges = None
     if int8:

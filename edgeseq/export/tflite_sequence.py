@@ -20,14 +20,13 @@ contract of the ONNX Scan export (``export/onnx_sequence.py``).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
-from ..errors import EdgeseqError
+from . import source_bundle
+from ..bundle import WEIGHTS, sha256_file, write_bundle
 from ..runtime.sequence import TASK
 from .onnx_sequence import _parts
 from .tflite import _Graph, _schema
@@ -117,16 +116,9 @@ def build_step_tflite(p: dict) -> bytes:
 def export_sequence_tflite(bundle_path, out_dir) -> Path:
     """Write an exported bundle: the source manifest plus a ``runtime`` section (``format``
     ``"tflite"``, ``graph_form`` ``"step"``), ``model.tflite`` and the source arrays."""
-    src = Path(bundle_path)
-    bundle = load_bundle(src, task=TASK)
-    manifest = json.loads(json.dumps(bundle.manifest))
-    if "runtime" in manifest:
-        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
+    src, bundle, manifest = source_bundle(bundle_path, TASK)
     p = _parts(manifest, bundle.arrays)
     data = build_step_tflite(p)
-    for k in ("format", "format_version", "edgeseq_version", "files"):
-        manifest.pop(k, None)  # write_bundle sets them afresh
-    manifest["model"] = {k: v for k, v in manifest["model"].items() if k not in ("weights", "arrays")}
     N, D, O = p["N"], p["D"], p["O"]
     manifest["runtime"] = {
         "format": "tflite", "precision": "float32", "model": MODEL, "graph_form": "step",

@@ -152,14 +152,9 @@ class _TFLiteSequence:
     of the builtin kernels), 1.1-2x the time of the ONNX Scan."""
 
     def __init__(self, path: Path, threads: int, inputs: int, outputs: int):
-        from .tflite_backend import _interpreter_class, _open
+        from .tflite_backend import open_interpreter
 
-        Interpreter = _interpreter_class()
-        try:
-            self._it = _open(Interpreter, path, int(threads))
-            self._it.allocate_tensors()
-        except Exception as exc:
-            raise EdgeseqError(f"the TFLite interpreter cannot load {path}: {exc}") from None
+        self._it = open_interpreter(path, threads)
         ins = {d["name"]: d for d in self._it.get_input_details()}
         outs = {d["name"]: d for d in self._it.get_output_details()}
         if set(ins) != {"x", "state"} or set(outs) != {"state_out", "y"}:

@@ -39,16 +39,22 @@ def _open(Interpreter, path: Path, threads: int):
                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
+def open_interpreter(path: Path, threads: int = 1):
+    """A TFLite interpreter with tensors allocated for ``path``, or a one-line error saying why not."""
+    Interpreter = _interpreter_class()
+    try:
+        it = _open(Interpreter, path, int(threads))
+        it.allocate_tensors()
+    except Exception as exc:
+        raise EdgeseqError(f"the TFLite interpreter cannot load {path}: {exc}") from None
+    return it
+
+
 class TFLiteBackend:
     def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
-        Interpreter = _interpreter_class()
         path = root / runtime["model"]
-        try:
-            # One thread by default: a small device has few cores, and latency was measured so.
-            self._it = _open(Interpreter, path, int(threads))
-            self._it.allocate_tensors()
-        except Exception as exc:
-            raise EdgeseqError(f"the TFLite interpreter cannot load {path}: {exc}") from None
+        # One thread by default: a small device has few cores, and latency was measured so.
+        self._it = open_interpreter(path, threads)
         ins = {d["name"]: d for d in self._it.get_input_details()}
         if set(ins) != {"window", "rr"}:
             raise EdgeseqError(f"{path}: expected inputs window and rr, the model has {sorted(ins)}")
@@ -86,11 +92,7 @@ class TFLiteBackend:
         if self._step is None:
             if self._step_path is None:
                 raise EdgeseqError("this TFLite bundle has no step model")
-            try:
-                it = _open(_interpreter_class(), self._step_path, self._threads)
-                it.allocate_tensors()
-            except Exception as exc:
-                raise EdgeseqError(f"the TFLite interpreter cannot load {self._step_path}: {exc}") from None
+            it = open_interpreter(self._step_path, self._threads)
             ins = {d["name"]: d for d in it.get_input_details()}
             if set(ins) != {"u", "const", "state"}:
                 raise EdgeseqError(f"{self._step_path}: expected inputs u, const and state, "
