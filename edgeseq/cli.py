@@ -221,7 +221,89 @@ def build_parser() -> argparse.ArgumentParser:
                    help="records held out for evaluation (default 208,209)")
     d.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     d.set_defaults(func=cmd_demo)
+
+    sv = sub.add_parser("serve", help="run a bundle live on a serial stream",
+                        description="Read sensor frames (firmware_bridge/PROTOCOL.md) or plain text lines "
+                                    "from a serial port, run the bundle's preprocessing and model on the "
+                                    "stream, print predictions; one JSON summary line on exit.")
+    sv.add_argument("--port", required=True, metavar="PORT",
+                    help="serial port (e.g. /dev/ttyACM0, or the --link of edgeseq emulate); a regular file "
+                         "replays a raw stream recorded with --record")
+    sv.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory (exported or trained)")
+    sv.add_argument("--out", metavar="FILE.jsonl", help="append one JSON line per prediction")
+    sv.add_argument("--record", metavar="RAW", help="append the raw byte stream, as received, to this file")
+    sv.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
+    sv.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    sv.add_argument("--text", action="store_true",
+                    help="plain text lines, one sample per line (e.g. an Arduino sketch's Serial.println)")
+    sv.add_argument("--rate", type=float, metavar="HZ", help="sample rate of a --text stream")
+    sv.add_argument("--scale", type=float, metavar="K", help="--text: physical value = raw * K + OFFSET (default 1)")
+    sv.add_argument("--offset", type=float, metavar="B", help="--text: see --scale (default 0)")
+    sv.add_argument("--channel", type=int, metavar="C", help="use channel C of a multi-channel stream")
+    sv.add_argument("--window", type=float, metavar="S", help="window length for window models (default 1 s)")
+    sv.add_argument("--hop", type=float, metavar="S", help="window hop for window models (default: --window)")
+    sv.add_argument("--give-up", type=float, metavar="S", help="exit when the port has been gone for S seconds")
+    sv.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    sv.add_argument("--quiet", action="store_true", help="no prediction lines on stdout (summary only)")
+    sv.set_defaults(func=cmd_serve)
+
+    em = sub.add_parser("emulate", help="emulate a sensor device on a pseudo-terminal",
+                        description="Stream a real recording over a pseudo-terminal, framed as the firmware "
+                                    "does, with seeded fault injection; one JSON line on exit of what was "
+                                    "sent and injected.")
+    em.add_argument("--source", required=True, metavar="SRC", help="mitdb:DIR/RECORD or hbedb:FILE")
+    em.add_argument("--link", required=True, metavar="PATH", help="where to link the device end (the host's --port)")
+    em.add_argument("--speed", default="1", metavar="1|10|max", help="x real time, or max (default 1)")
+    em.add_argument("--faults", metavar="SPEC",
+                    help="rates per frame, e.g. bitflip=1e-3,drop=1e-3,dup=1e-4,garbage=1e-4,truncate=1e-4,"
+                         "disconnect=1e-5")
+    em.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
+    em.add_argument("--duration", type=float, metavar="S", help="stream only the first S seconds of the recording")
+    em.add_argument("--text", action="store_true", help="print text lines instead of frames")
+    em.add_argument("--frame-samples", type=int, metavar="N",
+                    help="samples per frame (default 10 for ECG, 1 for the balance board)")
+    em.add_argument("--outage", type=float, default=0.5, metavar="S",
+                    help="device time lost per disconnect (default 0.5 s)")
+    em.add_argument("--wait", type=float, default=60.0, metavar="S",
+                    help="how long to wait for the host to open the port (default 60 s)")
+    em.set_defaults(func=cmd_emulate)
     return p
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends a serve/emulate run like Ctrl-C: flushed outputs and a summary line."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (tests calling main() from a thread)
+        pass
+
+
+def cmd_serve(args) -> int:
+    from .bridge.serve import serve
+
+    _exit_on_sigterm()
+    summary = serve(args.port, args.bundle, out=args.out, record=args.record, duration_s=args.duration,
+                    text=args.text, rate=args.rate, scale=args.scale, offset=args.offset, channel=args.channel,
+                    baudrate=args.baud, give_up_s=args.give_up, quiet=args.quiet, threads=args.threads,
+                    window_s=args.window, hop_s=args.hop)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def cmd_emulate(args) -> int:
+    from .bridge.emulator import emulate
+
+    _exit_on_sigterm()
+    report = emulate(args.source, args.link, speed=args.speed, faults=args.faults, seed=args.seed,
+                     duration_s=args.duration, text=args.text, frame_samples=args.frame_samples,
+                     outage_s=args.outage, connect_timeout_s=args.wait)
+    print(json.dumps(report), flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as exc:
         extra = {"scipy": "train", "wfdb": "train", "reservoirpy": "train", "matplotlib": "train",
-                 "onnx": "export", "onnxruntime": "export"}.get(exc.name)
+                 "onnx": "export", "onnxruntime": "export", "serial": "device"}.get(exc.name)
         if extra:
             print(f"edgeseq: error: '{args.command}' needs {exc.name}, part of the '{extra}' extra: "
                   f"pip install 'edgeseq[{extra}]'", file=sys.stderr)

@@ -1,0 +1,253 @@
+"""Where a stream of samples becomes predictions: the bundle's own preprocessing and model, run
+live. Device side: numpy, edgeseq's preprocessing and a runtime.
+
+A pipeline takes :class:`~edgeseq.bridge.tracker.Block` s (samples in physical units with the
+count lost before them) and returns :class:`Prediction` s; a window that contains a lost sample
+is never classified, only counted in ``windows_dropped``. ``PIPELINES`` maps a bundle's ``task``
+to its pipeline, so a new task (balance scores) adds one entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bundle import load_bundle, read_manifest
+from ..errors import EdgeseqError
+from .tracker import Block
+
+
+@dataclass
+class Prediction:
+    sample: int  # absolute sample index the prediction refers to (R peak, or a window's last sample)
+    label: str | None
+    label_index: int | None
+    score: float  # probability of ``label`` (softmax of the logits), or the regression value
+    arrival: float  # perf_counter of the bytes that completed its input
+    scores: list | None = None
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _Base:
+    channels = 1
+
+    def __init__(self, bundle_path, *, channel: int | None = None):
+        self.path = bundle_path
+        self.manifest = read_manifest(bundle_path)
+        self.sample_rate = float(self.manifest.get("sample_rate") or 0.0)
+        self.labels = list(self.manifest.get("labels", []))
+        self.channel = channel
+        self.windows_dropped = 0
+        self.predictions = 0
+
+    def check_stream(self, sample_rate: float, channels: int, where: str) -> None:
+        """Refuse a stream that the model was not trained for, before any prediction."""
+        if self.sample_rate and abs(sample_rate - self.sample_rate) > 1e-6 * self.sample_rate:
+            raise EdgeseqError(f"{where} streams at {sample_rate:g} Hz, but bundle {self.path} was trained at "
+                               f"{self.sample_rate:g} Hz: set the device's rate (or --rate for text lines) "
+                               f"to {self.sample_rate:g}")
+        if self.channel is not None:
+            if not 0 <= self.channel < channels:
+                raise EdgeseqError(f"--channel {self.channel}, but {where} sends {channels} channel(s)")
+        elif channels != self.channels:
+            raise EdgeseqError(f"{where} sends {channels} channel(s), bundle {self.path} needs {self.channels}"
+                               + (" (pick one with --channel)" if self.channels == 1 else ""))
+
+    def _pick(self, block: Block) -> np.ndarray:
+        x = block.samples
+        if self.channel is not None:
+            return x[:, self.channel:self.channel + 1]
+        return x
+
+    def summary(self) -> dict:
+        return {"predictions": self.predictions, "windows_dropped": self.windows_dropped}
+
+
+class EcgPipeline(_Base):
+    """Band-pass, streaming QRS detection, beat windows and RR features (exactly the training
+    recipe, see :class:`edgeseq.preprocess.stream.EcgBeatStream`), then the beat classifier.
+
+    A beat is classified once the next R peak is found (its post-RR interval needs it): about one
+    RR interval plus the detector's fixed delay (0.97 s at 360 Hz) after the R peak.
+    """
+
+    channels = 1
+
+    def __init__(self, bundle_path, *, threads: int = 1, channel: int | None = None, max_fill_s: float = 2.0):
+        super().__init__(bundle_path, channel=channel)
+        from ..preprocess.ecg import EcgPreprocessing
+        from ..preprocess.qrs import QRSDetector
+        from ..preprocess.stream import EcgBeatStream
+
+        m = self.manifest
+        self.prep = EcgPreprocessing.from_config(m["preprocessing"])
+        self._detector_cfg = m["detector"]
+        self._max_fill_s = max_fill_s
+        self._logits = self._model(bundle_path, threads)
+        self._make = lambda: EcgBeatStream(self.prep, QRSDetector.from_config(self._detector_cfg),
+                                           max_fill_s=max_fill_s)
+        self.stream = self._make()
+        self._base: int | None = None  # device index of the stream's sample 0
+        self._last_arrival = 0.0
+        self.beats_detected = 0
+
+    @staticmethod
+    def _model(path, threads):
+        m = read_manifest(path)
+        if "runtime" in m:
+            from ..runtime import load
+
+            model = load(path, task="ecg", threads=threads)
+            return model.logits
+        # A training bundle runs on the numpy reference: slower, but no export step needed.
+        from ..models import model_class
+
+        b = load_bundle(path, task="ecg")
+        est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], b.arrays)
+        return est.decision_function
+
+    def restart(self) -> list[Prediction]:
+        """The device restarted its stream: close this one (its pending beat is lost) and begin anew."""
+        out = self.flush()
+        self.stream = self._make()
+        self._base = None
+        return out
+
+    def feed(self, block: Block) -> list[Prediction]:
+        x = self._pick(block)[:, 0]
+        if self._base is None:
+            if not len(x):
+                return []  # loss before the first sample: nothing to bridge yet
+            self._base = block.first_index
+            lost = 0
+        else:
+            lost = block.lost_before
+        self._last_arrival = block.arrival
+        return self._classify(self.stream.feed(x, lost_before=lost), block.arrival)
+
+    def flush(self) -> list[Prediction]:
+        if self._base is None:
+            return []
+        return self._classify(self.stream.flush(), self._last_arrival)
+
+    def _classify(self, beats, arrival: float) -> list[Prediction]:
+        if not beats:
+            return []
+        good = [b for b in beats if b.ok]
+        self.windows_dropped += len(beats) - len(good)
+        if not good:
+            return []
+        w = np.stack([b.window for b in good]).astype(np.float32)
+        f = np.stack([b.rr for b in good]).astype(np.float32)
+        z = np.asarray(self._logits(w, f), dtype=np.float64)
+        p = _softmax(z)
+        k = np.argmax(z, axis=1)
+        self.predictions += len(good)
+        return [Prediction(self._base + b.r, self.labels[int(k[i])], int(k[i]), float(p[i, k[i]]), arrival,
+                           [round(float(v), 4) for v in p[i]])
+                for i, b in enumerate(good)]
+
+    def summary(self) -> dict:
+        s = self.stream
+        return {**super().summary(), "beats_detected": int(getattr(s, "beats_detected", 0)),
+                "beats_unscored": int(getattr(s, "beats_unscored", 0)), "stream_resets": int(getattr(s, "resets", 0))}
+
+
+class WindowPipeline(_Base):
+    """Fixed windows of ``window_s`` every ``hop_s`` seconds through a sequence model (a bundle from
+    ``edgeseq.from_reservoirpy``, exported or not); the prediction is the model's output at the
+    window's last step. Windows holding a lost sample are dropped and counted."""
+
+    def __init__(self, bundle_path, *, threads: int = 1, channel: int | None = None,
+                 window_s: float = 1.0, hop_s: float | None = None):
+        super().__init__(bundle_path, channel=channel)
+        m = self.manifest
+        if not self.sample_rate:
+            raise EdgeseqError(f"bundle {bundle_path} has no sample_rate: serving a stream needs one "
+                               f"(pass sample_rate= to from_reservoirpy)")
+        self.window = max(1, int(round(window_s * self.sample_rate)))
+        self.hop = max(1, int(round((hop_s or window_s) * self.sample_rate)))
+        if "runtime" in m:
+            from ..runtime import load
+
+            model = load(bundle_path, task="sequence", threads=threads)
+            self.channels = model.inputs
+            self._run = model.run
+        else:
+            from ..runtime.sequence import SequenceReference
+
+            ref = SequenceReference.from_bundle(bundle_path, dtype=np.float32)
+            self.channels = int(m["model"]["params"]["inputs"])
+            self._run = ref.run
+        if self.channel is not None and self.channels != 1:
+            raise EdgeseqError(f"--channel picks one channel, but bundle {bundle_path} takes {self.channels}")
+        self._buf = np.zeros((0, self.channels))
+        self._bad = np.zeros(0, bool)
+        self._base: int | None = None  # device index of _buf[0]
+        self._next_end = self.window  # end (exclusive, relative to _base) of the next window
+
+    def restart(self) -> list[Prediction]:
+        self._buf, self._bad, self._base, self._next_end = np.zeros((0, self.channels)), np.zeros(0, bool), None, self.window
+        return []
+
+    def feed(self, block: Block) -> list[Prediction]:
+        x = self._pick(block)
+        if self._base is None:
+            if not len(x):
+                return []
+            self._base = block.first_index
+        elif block.lost_before:
+            # Placeholders keep the time axis; the mask keeps them out of every prediction.
+            self._buf = np.concatenate([self._buf, np.zeros((block.lost_before, self.channels))])
+            self._bad = np.concatenate([self._bad, np.ones(block.lost_before, bool)])
+        self._buf = np.concatenate([self._buf, x])
+        self._bad = np.concatenate([self._bad, np.zeros(len(x), bool)])
+        out = []
+        while self._next_end <= len(self._buf):
+            s = self._next_end - self.window
+            if self._bad[s:self._next_end].any():
+                self.windows_dropped += 1
+            else:
+                y = np.asarray(self._run(self._buf[s:self._next_end].astype(np.float32)))[-1]
+                out.append(self._predict(y, self._base + self._next_end - 1, block.arrival))
+            self._next_end += self.hop
+        # Keep only what a future window can still use: memory stays bounded.
+        keep = max(0, self._next_end - self.window)
+        if keep:
+            self._buf, self._bad = self._buf[keep:], self._bad[keep:]
+            self._base += keep
+            self._next_end -= keep
+        return out
+
+    def _predict(self, y: np.ndarray, sample: int, arrival: float) -> Prediction:
+        self.predictions += 1
+        if self.labels:
+            p = _softmax(y[None].astype(np.float64))[0]
+            k = int(np.argmax(y))
+            return Prediction(sample, self.labels[k], k, float(p[k]), arrival, [round(float(v), 4) for v in p])
+        return Prediction(sample, None, None, float(y[0]), arrival, [float(v) for v in y] if len(y) > 1 else None)
+
+    def flush(self) -> list[Prediction]:
+        return []
+
+
+PIPELINES = {"ecg": EcgPipeline, "sequence": WindowPipeline}
+
+
+def open_pipeline(bundle_path, **options):
+    """The pipeline for a bundle's task; ``options`` that a pipeline does not take are ignored."""
+    m = read_manifest(bundle_path)
+    task = m.get("task")
+    cls = PIPELINES.get(task)
+    if cls is None:
+        raise EdgeseqError(f"bundle {bundle_path}: no streaming pipeline for task {task!r} "
+                           f"(known: {', '.join(sorted(PIPELINES))})")
+    import inspect
+
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    return cls(bundle_path, **{k: v for k, v in options.items() if k in accepted and v is not None})
