@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
     em.add_argument("--duration", type=float, metavar="S", help="stream only the first S seconds of the recording")
     em.add_argument("--text", action="store_true", help="print text lines instead of frames")
+    em.add_argument("--loop", action="store_true", help="repeat the recording until --duration is reached")
     em.add_argument("--frame-samples", type=int, metavar="N",
                     help="samples per frame (default 10 for ECG, 1 for the balance board)")
     em.add_argument("--outage", type=float, default=0.5, metavar="S",
@@ -301,7 +302,7 @@ def cmd_emulate(args) -> int:
     _exit_on_sigterm()
     report = emulate(args.source, args.link, speed=args.speed, faults=args.faults, seed=args.seed,
                      duration_s=args.duration, text=args.text, frame_samples=args.frame_samples,
-                     outage_s=args.outage, connect_timeout_s=args.wait)
+                     outage_s=args.outage, connect_timeout_s=args.wait, loop=args.loop)
     print(json.dumps(report), flush=True)
     return 0
 

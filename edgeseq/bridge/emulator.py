@@ -188,7 +188,7 @@ class Emulator:
 
     def __init__(self, source: Source, link, *, speed: float | None = 1.0, faults: dict | None = None,
                  seed: int = 0, duration_s: float | None = None, text: bool = False, outage_s: float = 0.5,
-                 heartbeat_s: float = 1.0, connect_timeout_s: float = 60.0, log=None):
+                 heartbeat_s: float = 1.0, connect_timeout_s: float = 60.0, loop: bool = False, log=None):
         self.src = source
         self.link = Path(link)
         self.speed = speed
@@ -196,7 +196,12 @@ class Emulator:
         self.rng = random.Random(seed)
         n = len(source.counts)
         if duration_s is not None:
-            n = min(n, int(round(duration_s * source.sample_rate)))
+            want = int(round(duration_s * source.sample_rate))
+            if loop and want > n:
+                # Played again from its start, as a device streaming for hours would.
+                source.counts = np.tile(source.counts, (-(-want // n), 1))
+                n = len(source.counts)
+            n = min(n, want)
         self.n_samples = n
         self.text = text
         self.outage_s = outage_s
@@ -264,7 +269,7 @@ class Emulator:
             self._transmit(seq, wire, True)
 
     def _transmit(self, seq: int, data: bytes, intact: bool) -> None:
-        if intact and self._clean_boundary:
+        if intact and self._clean_boundary and seq >= 0:
             self._intact.append(seq)
         self._write(data)
         self._clean_boundary = data[-1] == 0
@@ -319,6 +324,8 @@ class Emulator:
         while time.monotonic() < deadline:
             if self.text:
                 if self._pty.host_opened():
+                    # pyserial flushes the input right after configuring the port: let it.
+                    time.sleep(0.2)
                     self._streaming = True
                     return
                 time.sleep(0.01)
@@ -367,9 +374,7 @@ class Emulator:
                 if self.rates["disconnect"] and self.rng.random() < self.rates["disconnect"]:
                     self._disconnect()
                     self._skip_outage()
-                    if self._index >= self.n_samples:
-                        break
-                    self._connect()
+                    self._connect()  # even at the end: the final heartbeat must reach the host
                 i0 = self._index
                 i1 = min(i0 + k, self.n_samples)
                 self._pace(i1)
@@ -475,7 +480,7 @@ class Emulator:
 
 def emulate(source: str, link: str, *, speed: str | float = "1", faults: str | None = None, seed: int = 0,
             duration_s: float | None = None, text: bool = False, frame_samples: int | None = None,
-            outage_s: float = 0.5, connect_timeout_s: float = 60.0, log=None) -> dict:
+            outage_s: float = 0.5, connect_timeout_s: float = 60.0, loop: bool = False, log=None) -> dict:
     """``edgeseq emulate``: returns the report printed as one JSON line."""
     sp = _speed(speed)
     src = load_source(source, frame_samples=frame_samples)
@@ -487,7 +492,7 @@ def emulate(source: str, link: str, *, speed: str | float = "1", faults: str | N
     if link.exists() and not link.is_symlink():
         raise EdgeseqError(f"--link {link} exists and is not a symlink: refusing to replace it")
     emu = Emulator(src, link, speed=sp, faults=parse_faults(faults), seed=seed, duration_s=duration_s,
-                   text=text, outage_s=outage_s, connect_timeout_s=connect_timeout_s, log=log)
+                   text=text, outage_s=outage_s, connect_timeout_s=connect_timeout_s, loop=loop, log=log)
     return emu.run()
 
 

@@ -81,6 +81,7 @@ class Bridge:
         self._seq_out = 0
         self._last_start = 0.0
         self._anchor = (0, 0)  # (sample index, device time us) of the latest block
+        self._next_index: int | None = None
         self._latency: list[float] = []
         self.link = open_link(port, baudrate=baudrate, on_connect=self._on_connect, record=record,
                               give_up_s=give_up_s)
@@ -158,6 +159,10 @@ class Bridge:
                 self._block(b)
 
     def _block(self, block) -> None:
+        if self._next_index is not None and block.first_index < self._next_index:
+            # The device restarted (its sample index went back): a new stream, fresh state.
+            self._emit(self.pipeline.restart())
+        self._next_index = block.first_index + len(block.samples)
         if len(block.samples):
             self._anchor = (block.first_index, block.device_time_us)
         self._emit(self.pipeline.feed(block))
