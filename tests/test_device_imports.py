@@ -36,3 +36,33 @@ def test_device_path_imports_no_training_framework(small_bundle):
     assert res["peaks"] >= 20 and res["labels"] >= 20
     loaded = {m.split(".")[0] for m in res["modules"]}
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+BRIDGE_SCRIPT = r"""
+import json, sys
+import numpy as np
+from edgeseq.bridge.serve import Bridge, serve
+from edgeseq.bridge.pipelines import open_pipeline
+from edgeseq.bridge.tracker import Block
+from edgeseq.bridge.link import SerialLink
+import serial
+
+pipe = open_pipeline(sys.argv[1])
+t = np.arange(360 * 30) / 360.0
+ecg = np.exp(-0.5 * (((t % 0.8) - 0.4) / 0.01) ** 2)  # synthetic spikes
+preds = []
+for i in range(0, len(ecg), 10):
+    preds += pipe.feed(Block(i, ecg[i:i + 10, None], 0, 0, 0.0))
+preds += pipe.flush()
+print(json.dumps({"predictions": len(preds), "modules": sorted(sys.modules)}))
+"""
+
+
+def test_bridge_serve_path_imports_only_device_dependencies(small_bundle):
+    """``edgeseq serve`` on the board: numpy, pyserial and a runtime; no training framework."""
+    out = subprocess.run([sys.executable, "-c", BRIDGE_SCRIPT, str(small_bundle)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["predictions"] >= 30
+    loaded = {m.split(".")[0] for m in res["modules"]}
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
