@@ -86,6 +86,7 @@ class Bridge:
         self.link = open_link(port, baudrate=baudrate, on_connect=self._on_connect, record=record,
                               give_up_s=give_up_s)
         self.ended: str | None = None
+        self._waiting_said = False
 
     # ---- host to device ---------------------------------------------------------------------
     def _send(self, typ: int, payload: bytes = b"") -> None:
@@ -111,6 +112,7 @@ class Bridge:
                 item = self.link.get(timeout=0.05)
                 if item is None:
                     self._maybe_ask_info()
+                    self._say_waiting(t0)
                     continue
                 kind, data, arrival = item
                 if kind == "end":
@@ -118,6 +120,7 @@ class Bridge:
                     break
                 if kind == "connect":
                     self.decoder.reset()
+                    self._status(f"{'re' if data > 1 else ''}connected to {self.port}")
                     continue
                 self._bytes(data, arrival)
                 self._maybe_ask_info()
@@ -132,6 +135,19 @@ class Bridge:
                 self.link.close()
                 self.out.close()
         return self.summary(time.perf_counter() - t0)
+
+    def _status(self, msg: str) -> None:
+        """Connection news on stderr (stdout carries the predictions and the summary)."""
+        print(f"serve: {msg}", file=sys.stderr, flush=True)
+
+    def _say_waiting(self, t0: float) -> None:
+        # Once per disconnection, after a second: the user should know why nothing happens.
+        if (self.link.connects == self.link.disconnects and not self._waiting_said
+                and time.perf_counter() - t0 > 1.0 and self.link.last_error):
+            self._status(f"waiting for {self.port} ({self.link.last_error}); retrying with back-off")
+            self._waiting_said = True
+        elif self.link.connects > self.link.disconnects:
+            self._waiting_said = False
 
     def _maybe_ask_info(self) -> None:
         # Samples but no INFO (it was lost, or the host joined mid-stream): ask again, at most 5/s.
