@@ -226,3 +226,28 @@ def test_cli_errors_are_one_line(tmp_path, small_bundle, sample):
         import re
 
         assert re.search(msg, r.stderr), (msg, r.stderr)
+
+
+def test_device_restart_starts_a_new_stream(tmp_path, rec208, small_bundle):
+    """A device that reboots starts its sample index (and seq) again from 0: the bridge closes the
+    old stream and begins a new one, with no loss counted and predictions from both."""
+    from edgeseq.bridge import protocol as P
+
+    src = load_source(rec208)
+    x = src.counts[: 60 * 360]
+
+    def boot(seq0):
+        out = bytearray(P.encode_frame(P.Frame(P.INFO, seq0, 0, 1, 1, P.info_payload(
+            "dev", 360.0, src.scale, src.offset, "mV"))))
+        for k, i in enumerate(range(0, len(x), 10)):
+            out += P.encode_frame(P.Frame(P.SAMPLES, seq0 + 1 + k, 0, 1, 1, P.samples_payload(i, x[i:i + 10], 1)))
+        return bytes(out)
+
+    raw = tmp_path / "reboot.raw"
+    raw.write_bytes(boot(0) + boot(0))
+    s = serve_mod.serve(str(raw), small_bundle, quiet=True)
+    (tmp_path / "one.raw").write_bytes(boot(0))
+    one = serve_mod.serve(str(tmp_path / "one.raw"), small_bundle, quiet=True)
+    assert s["restarts"] == 1 and s["lost_samples"] == s["seq_gaps"] == s["lost_frames"] == 0
+    assert s["predictions"] == 2 * one["predictions"] > 50
+    assert s["beats_detected"] == 2 * one["beats_detected"]

@@ -16,7 +16,6 @@ these with ``edgeseq serve``'s summary.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import select
@@ -468,7 +467,7 @@ class Emulator:
 
     def report(self, elapsed: float) -> dict:
         out = {"source": self.src.name, "link": str(self.link), "mode": "text" if self.text else "binary",
-               "sample_rate": self.src.sample_rate, "channels": int(self.src.counts.shape[1]),
+               "sample_rate": self.src.sample_rate, "channels": self.src.channel_names,
                "frames": self.frames, "sample_frames": self.sample_frames, "samples": self.samples_sent,
                "faults": dict(self.injected), "outage_frames": self.outage_frames,
                "predictions_received": self.predictions_received, "host_frames": self.host_frames,
@@ -507,6 +506,3 @@ def _speed(speed) -> float | None:
         raise EdgeseqError(f"--speed must be positive, got {v}")
     return v
 
-
-def main_report(report: dict) -> str:
-    return json.dumps(report, sort_keys=False)

@@ -92,9 +92,9 @@ class EcgPipeline(_Base):
         self._make = lambda: EcgBeatStream(self.prep, QRSDetector.from_config(self._detector_cfg),
                                            max_fill_s=max_fill_s)
         self.stream = self._make()
+        self._earlier = {"beats_detected": 0, "beats_unscored": 0, "stream_resets": 0}
         self._base: int | None = None  # device index of the stream's sample 0
         self._last_arrival = 0.0
-        self.beats_detected = 0
 
     @staticmethod
     def _model(path, threads):
@@ -114,6 +114,7 @@ class EcgPipeline(_Base):
     def restart(self) -> list[Prediction]:
         """The device restarted its stream: close this one (its pending beat is lost) and begin anew."""
         out = self.flush()
+        self._earlier = self._counts()
         self.stream = self._make()
         self._base = None
         return out
@@ -153,9 +154,14 @@ class EcgPipeline(_Base):
                 for i, b in enumerate(good)]
 
     def summary(self) -> dict:
-        s = self.stream
-        return {**super().summary(), "beats_detected": int(getattr(s, "beats_detected", 0)),
-                "beats_unscored": int(getattr(s, "beats_unscored", 0)), "stream_resets": int(getattr(s, "resets", 0))}
+        return {**super().summary(), **self._counts()}
+
+    def _counts(self) -> dict:
+        """The beat counters of every stream so far (a device restart starts a new one)."""
+        s, e = self.stream, self._earlier
+        return {"beats_detected": e["beats_detected"] + s.beats_detected,
+                "beats_unscored": e["beats_unscored"] + s.beats_unscored,
+                "stream_resets": e["stream_resets"] + s.resets}
 
 
 class WindowPipeline(_Base):

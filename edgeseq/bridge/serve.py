@@ -151,7 +151,7 @@ class Bridge:
 
     def _maybe_ask_info(self) -> None:
         # Samples but no INFO (it was lost, or the host joined mid-stream): ask again, at most 5/s.
-        if (not self.text and self.tracker.needs_info and self.tracker._held
+        if (not self.text and self.tracker.needs_info and self.tracker.held_frames
                 and time.monotonic() - self._last_start > 0.2):
             self._send(P.START)
             self._last_start = time.monotonic()

@@ -41,6 +41,7 @@ class StreamTracker:
         self.hold_frames = hold_frames
         self._held: deque = deque()
         self._last_seq: int | None = None
+        self._recent_gaps = (0, 0)  # (events, frames) counted since the last samples frame
         self._next_index: int | None = None  # unwrapped index of the next expected sample
         self._clock_hi = 0
         self._last_ts: int | None = None
@@ -54,6 +55,11 @@ class StreamTracker:
     @property
     def needs_info(self) -> bool:
         return self.info is None
+
+    @property
+    def held_frames(self) -> int:
+        """Sample frames waiting for the device's INFO."""
+        return len(self._held)
 
     # ---- frames ---------------------------------------------------------------------------
     def on_frame(self, frame: P.Frame, arrival: float) -> list[Block]:
@@ -92,6 +98,7 @@ class StreamTracker:
         if gap:
             self.seq_gaps += 1
             self.lost_frames += gap
+            self._recent_gaps = (self._recent_gaps[0] + 1, self._recent_gaps[1] + gap)
         return True
 
     def _unwrap_time(self, ts: int) -> int:
@@ -139,11 +146,15 @@ class StreamTracker:
         lost = 0
         if self._next_index is not None:
             if idx < self._next_index:
-                # Indices went back: the device restarted. Its new stream starts here.
+                # Indices went back: the device restarted, and its sequence numbers with them. Its
+                # new stream starts here; the jump in seq since the last samples was no loss.
                 self.restarts += 1
+                self.seq_gaps -= self._recent_gaps[0]
+                self.lost_frames -= self._recent_gaps[1]
             else:
                 lost = idx - self._next_index
         self._next_index = idx + len(raw)
+        self._recent_gaps = (0, 0)
         self.samples += len(raw)
         self.lost_samples += lost
         return [Block(idx, self.info.to_physical(raw), lost, self._unwrap_time(frame.timestamp_us), arrival)]
