@@ -55,9 +55,26 @@ def _data_dir(args) -> Path:
     return Path(args.data)
 
 
+def _balance_data(args) -> Path:
+    if args.data is None:
+        raise EdgeseqError("balance needs --data DIR: the hbedb data set (e.g. ../shared/data/hbedb) or a "
+                           "directory in the CSV layout of edgeseq.data.hbedb")
+    if args.target is None:
+        raise EdgeseqError("balance needs --target: a score column (Best_T, Berg, ...) or condition")
+    return Path(args.data)
+
+
 def cmd_train(args) -> int:
     from .data.mitdb import parse_records
     from .tasks import ecg
+
+    if args.task == "balance":
+        from .tasks import balance
+
+        out = balance.train(_balance_data(args), target=args.target, out=args.out, model=args.model,
+                            seed=args.seed, params=_params(args.param), progress=not args.quiet)
+        print(f"bundle: {out}")
+        return 0
 
     info = ecg.train(_data_dir(args), parse_records(args.records), out=args.out, model=args.model,
                      seed=args.seed, params=_params(args.param), include_paced=args.include_paced,
@@ -86,12 +103,34 @@ def cmd_cv(args) -> int:
     from .data.mitdb import parse_records
     from .tasks import ecg
 
+    if args.task == "balance":
+        return _cv_balance(args)
+
     rep = ecg.cross_validate(_data_dir(args), parse_records(args.records), model=args.model,
                              folds=args.folds, seed=args.seed, params=_params(args.param),
                              include_paced=args.include_paced, progress=not args.quiet)
     _publish(rep, f"{args.model}: record-grouped {rep['n_folds']}-fold cross-validation over "
                   f"{len(rep['records'])} records ({rep['seconds']:.1f} s)",
              args.json, f"{args.model}, {rep['n_folds']}-fold record-grouped CV")
+    return 0
+
+
+def _cv_balance(args) -> int:
+    from .tasks import balance
+
+    rep = balance.cross_validate(_balance_data(args), target=args.target, model=args.model, seed=args.seed,
+                                 params=_params(args.param), progress=not args.quiet)
+    print(balance.format_report(rep))
+    if args.json:
+        from .plots import confusion_png, scores_png
+
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rep, indent=2) + "\n")
+        title = f"{args.model}, balance {args.target}, leave-subject-out"
+        plot = (confusion_png(rep, path.with_name(path.stem + ".confusion.png"), title) if "accuracy" in rep
+                else scores_png(rep, path.with_name(path.stem + ".subjects.png"), title))
+        print(f"json: {path}\nplot: {plot}")
     return 0
 
 
@@ -104,9 +143,10 @@ def cmd_export(args) -> int:
     if "runtime" in manifest:
         raise EdgeseqError(f"bundle {args.bundle} is already exported ({manifest['runtime'].get('format')}); "
                            "export the training bundle it came from")
-    if manifest["model"].get("kind") == "reservoirpy":  # from edgeseq.from_reservoirpy
+    # Sequence models: from edgeseq.from_reservoirpy, and the balance window ESNs.
+    if manifest["model"].get("kind") == "reservoirpy" or manifest.get("task") == "balance":
         if args.int8:
-            raise EdgeseqError("reservoirpy sequence bundles export to float32 only, for now")
+            raise EdgeseqError(f"{manifest.get('task')} bundles export to float32 only, for now")
         if args.format == "tflite":
             from .export.tflite_sequence import export_sequence_tflite as export_sequence
         else:
@@ -159,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(sp, records_help):
         sp.add_argument("--data", metavar="DIR",
-                        help="directory of WFDB records (default: the excerpt shipped with edgeseq)")
+                        help="ecg: directory of WFDB records (default: the excerpt shipped with edgeseq); "
+                             "balance: the hbedb data set or a CSV-layout directory")
         sp.add_argument("--records", metavar="LIST", help=records_help)
         sp.add_argument("--include-paced", action="store_true",
                         help="allow paced records (102, 104, 107, 217), excluded by AAMI EC57 by default")
@@ -173,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model and write a bundle",
                        description="Train a model on annotated beats and write a bundle directory.")
-    t.add_argument("task", choices=["ecg"], help="what to predict")
+    t.add_argument("task", choices=["ecg", "balance"], help="what to predict")
+    t.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...) or condition")
     data_args(t, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(t)
     t.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
@@ -192,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cv", help="record-grouped cross-validation",
                        description="Record-grouped K-fold cross-validation: no record in two folds.")
-    c.add_argument("task", choices=["ecg"], help="what to predict")
+    c.add_argument("task", choices=["ecg", "balance"], help="what to predict")
+    c.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...) or condition")
     data_args(c, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(c)
     c.add_argument("--folds", type=int, metavar="K",

@@ -40,3 +40,38 @@ def confusion_png(rep: dict, path, title: str = "") -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def scores_png(rep: dict, path, title: str = "") -> Path:
+    """Predicted against true score, one column per subject: every trial (dots), the subject's
+    mean prediction (bar) for the model and the baseline, and the identity line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pt = rep["per_trial"]
+    subj, true = np.asarray(pt["subject"]), np.asarray(pt["true"], float)
+    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    lo, hi = min(true.min(), np.min(pt["pred"]), np.min(pt["baseline"])) - 1, max(true.max(), np.max(pt["pred"])) + 1
+    ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, zorder=0)
+    rng = np.random.default_rng(0)
+    for key, color, dx, name in (("pred", "tab:blue", -0.12, "ESN"), ("baseline", "tab:orange", 0.12, "baseline")):
+        p = np.asarray(pt[key], float)
+        ax.scatter(true + dx + rng.uniform(-0.04, 0.04, len(p)), p, s=8, alpha=0.35, color=color)
+        for s in sorted(set(subj)):
+            m = subj == s
+            ax.plot([true[m][0] + dx - 0.1, true[m][0] + dx + 0.1], [p[m].mean()] * 2, color=color, lw=2.5,
+                    label=name if s == subj[0] else None)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(f"true {rep['target']}")
+    ax.set_ylabel(f"predicted {rep['target']} (leave-subject-out)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title((title + "\n" if title else "") + f"MAE {rep['mae']:.2f} (ESN) vs {rep['baseline']['mae']:.2f} "
+                 f"(baseline); bars = subject means", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

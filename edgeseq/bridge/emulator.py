@@ -34,9 +34,6 @@ from .decoder import FrameDecoder
 
 FAULT_KINDS = ("bitflip", "drop", "dup", "garbage", "truncate", "disconnect")
 
-# Wii Balance Board load-cell spacing (433 mm x 238 mm), as half-distances in cm.
-BOARD_HALF_X_CM, BOARD_HALF_Y_CM = 21.65, 11.9
-CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 NEWTON_PER_COUNT = 0.01
 
 
@@ -100,38 +97,17 @@ def _mitdb_source(path: Path, frame_samples: int) -> Source:
                   f"emulated-ad8232-{path.name}", frame_samples, [rec.lead])
 
 
-def corner_forces(fz, cop_x_cm, cop_y_cm, half_x=BOARD_HALF_X_CM, half_y=BOARD_HALF_Y_CM) -> np.ndarray:
-    """Four load-cell forces of a plate with cells at (+-half_x, +-half_y) that carry the total
-    vertical force ``fz`` at the centre of pressure: the minimum-norm solution of the three
-    balance equations (sum of forces, moments about x and y), (n, 4) in CORNERS order."""
-    fz, x, y = (np.asarray(v, dtype=np.float64) for v in (fz, cop_x_cm, cop_y_cm))
-    xs = np.array([-half_x, half_x, -half_x, half_x])
-    ys = np.array([half_y, half_y, -half_y, -half_y])
-    return fz[:, None] / 4.0 * (1.0 + np.outer(x, xs) / half_x**2 + np.outer(y, ys) / half_y**2)
-
-
 def _hbedb_source(path: Path, frame_samples: int) -> Source:
+    from ..data.hbedb import load_trial
+    from ..preprocess.balance import CORNERS
+
     if not path.is_file():
         raise EdgeseqError(f"hbedb trial {path} not found")
-    try:
-        with open(path) as f:
-            header = f.readline().strip().split("\t")
-        data = np.loadtxt(path, skiprows=1, delimiter="\t", ndmin=2)
-    except (OSError, ValueError) as e:
-        raise EdgeseqError(f"cannot read hbedb trial {path}: {str(e).splitlines()[0][:200]}") from None
-    cols = {name.split("[")[0]: i for i, name in enumerate(header)}
-    need = ("Time", "Fz", "COPx", "COPy")
-    if any(c not in cols for c in need) or data.shape[1] != len(header):
-        raise EdgeseqError(f"{path}: expected tab-separated columns {', '.join(need)} (found {', '.join(header)})")
-    if not np.isfinite(data).all():
-        raise EdgeseqError(f"{path}: non-numeric or missing values")
-    dt = np.diff(data[:, cols["Time"]])
-    fs = float(np.round(1.0 / np.median(dt))) if len(dt) else 0.0
-    if fs <= 0:
-        raise EdgeseqError(f"{path}: cannot tell the sample rate from the Time column")
-    forces = corner_forces(data[:, cols["Fz"]], data[:, cols["COPx"]], data[:, cols["COPy"]])
-    counts = np.round(forces / NEWTON_PER_COUNT).astype(np.int32)
-    return Source(f"hbedb:{path}", counts, fs, [NEWTON_PER_COUNT] * 4, [0.0] * 4, "N", P.FORMAT_CODES["int32"],
+    # BDS/data/BDS00001.txt belongs to the data set rooted at BDS/; a user's trial CSV sits in its root.
+    root = path.parent.parent if path.parent.name == "data" else path.parent
+    trial = load_trial(root, path.stem, fs=100.0)
+    counts = np.round(trial.forces / NEWTON_PER_COUNT).astype(np.int32)
+    return Source(f"hbedb:{path}", counts, trial.fs, [NEWTON_PER_COUNT] * 4, [0.0] * 4, "N", P.FORMAT_CODES["int32"],
                   f"emulated-hx711x4-{path.stem}", frame_samples, list(CORNERS))
 
 

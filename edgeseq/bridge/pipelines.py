@@ -165,31 +165,43 @@ class EcgPipeline(_Base):
 
 
 class WindowPipeline(_Base):
-    """Fixed windows of ``window_s`` every ``hop_s`` seconds through a sequence model (a bundle from
-    ``edgeseq.from_reservoirpy``, exported or not); the prediction is the model's output at the
-    window's last step. Windows holding a lost sample are dropped and counted."""
+    """Fixed windows through a sequence model: a bundle from ``edgeseq.from_reservoirpy`` (raw
+    samples in, the output at the window's last step, windows of ``window_s`` every ``hop_s``) or a
+    balance bundle (four corner forces in; the bundle's own windows, COP and input scaling; the mean
+    of the step outputs, which is what its readout was trained on). Exported or not. Windows
+    holding a lost sample are dropped and counted."""
 
     def __init__(self, bundle_path, *, threads: int = 1, channel: int | None = None,
-                 window_s: float = 1.0, hop_s: float | None = None):
+                 window_s: float | None = None, hop_s: float | None = None):
         super().__init__(bundle_path, channel=channel)
         m = self.manifest
         if not self.sample_rate:
             raise EdgeseqError(f"bundle {bundle_path} has no sample_rate: serving a stream needs one "
                                f"(pass sample_rate= to from_reservoirpy)")
-        self.window = max(1, int(round(window_s * self.sample_rate)))
-        self.hop = max(1, int(round((hop_s or window_s) * self.sample_rate)))
+        params = m["model"]["params"]
+        self._mean_output = params.get("window_output") == "mean"
+        if m["task"] == "balance":
+            from ..preprocess.balance import BalancePreprocessing
+
+            prep = BalancePreprocessing.from_config(m["preprocessing"])
+            if window_s is not None or hop_s is not None:
+                raise EdgeseqError("a balance bundle carries its own windows: drop --window/--hop")
+            self.window, self.hop = prep.window, prep.hop
+            self._inputs = lambda raw: prep.window_inputs(prep.cop(raw)[None])[0]
+            self.channels = 4
+        else:
+            self.window = max(1, int(round((window_s or 1.0) * self.sample_rate)))
+            self.hop = max(1, int(round((hop_s or window_s or 1.0) * self.sample_rate)))
+            self._inputs = lambda raw: raw.astype(np.float32)
+            self.channels = int(params["inputs"])
         if "runtime" in m:
             from ..runtime import load
 
-            model = load(bundle_path, task="sequence", threads=threads)
-            self.channels = model.inputs
-            self._run = model.run
+            self._run = load(bundle_path, threads=threads).run
         else:
             from ..runtime.sequence import SequenceReference
 
-            ref = SequenceReference.from_bundle(bundle_path, dtype=np.float32)
-            self.channels = int(m["model"]["params"]["inputs"])
-            self._run = ref.run
+            self._run = SequenceReference.from_bundle(bundle_path, dtype=np.float32).run
         if self.channel is not None and self.channels != 1:
             raise EdgeseqError(f"--channel picks one channel, but bundle {bundle_path} takes {self.channels}")
         self._buf = np.zeros((0, self.channels))
@@ -219,7 +231,8 @@ class WindowPipeline(_Base):
             if self._bad[s:self._next_end].any():
                 self.windows_dropped += 1
             else:
-                y = np.asarray(self._run(self._buf[s:self._next_end].astype(np.float32)))[-1]
+                Y = np.asarray(self._run(self._inputs(self._buf[s:self._next_end])))
+                y = Y.mean(axis=0) if self._mean_output else Y[-1]
                 out.append(self._predict(y, self._base + self._next_end - 1, block.arrival))
             self._next_end += self.hop
         # Keep only what a future window can still use: memory stays bounded.
@@ -242,7 +255,7 @@ class WindowPipeline(_Base):
         return []
 
 
-PIPELINES = {"ecg": EcgPipeline, "sequence": WindowPipeline}
+PIPELINES = {"ecg": EcgPipeline, "sequence": WindowPipeline, "balance": WindowPipeline}
 
 
 def open_pipeline(bundle_path, **options):

@@ -45,8 +45,9 @@ class _Out:
         if not self.quiet:
             what = rec["label"] if rec.get("label") is not None else f"{rec['score']:.4g}"
             t = rec.get("device_time_s")
-            print(f"sample {rec['sample']:>9}  t={t:10.3f}s  {what:>6}  p={rec['score']:.2f}" if t is not None
-                  else f"sample {rec['sample']:>9}  {what}", file=self.stream, flush=True)
+            p = f"  p={rec['score']:.2f}" if rec.get("label") is not None else ""
+            print(f"sample {rec['sample']:>9}  t={t:10.3f}s  {what:>6}{p}" if t is not None
+                  else f"sample {rec['sample']:>9}  {what}{p}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.f:

@@ -24,7 +24,7 @@ import numpy as np
 from . import source_bundle
 from ..bundle import WEIGHTS, sha256_file, write_bundle
 from ..errors import EdgeseqError
-from ..runtime.sequence import ACTIVATIONS, TASK
+from ..runtime.sequence import ACTIVATIONS
 
 OPSET = 17
 MODEL = "model.onnx"
@@ -38,9 +38,9 @@ def _init(name, arr):
 
 def _parts(manifest: dict, arrays: dict) -> dict:
     kind = manifest["model"]["kind"]
-    if manifest["task"] != TASK or kind != "reservoirpy":
-        raise EdgeseqError(f"sequence ONNX export supports task 'sequence' reservoir bundles, this one is "
-                           f"task {manifest['task']!r}, kind {kind!r}")
+    if (manifest["task"], kind) not in (("sequence", "reservoirpy"), ("balance", "esn")):
+        raise EdgeseqError(f"sequence export supports reservoirpy sequence bundles and balance ESN bundles, "
+                           f"this one is task {manifest['task']!r}, kind {kind!r}")
     params = manifest["model"]["params"]
     act = params.get("activation", "tanh")
     if act not in ACTIVATIONS:
@@ -105,7 +105,7 @@ def export_sequence_onnx(bundle_path, out_dir) -> Path:
     from the same directory)."""
     import onnx
 
-    src, bundle, manifest = source_bundle(bundle_path, TASK)
+    src, bundle, manifest = source_bundle(bundle_path)
     p = _parts(manifest, bundle.arrays)
     with tempfile.TemporaryDirectory(prefix="edgeseq_onnx_seq_") as work:
         path = Path(work) / MODEL

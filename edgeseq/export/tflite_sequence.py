@@ -27,7 +27,6 @@ import numpy as np
 
 from . import source_bundle
 from ..bundle import WEIGHTS, sha256_file, write_bundle
-from ..runtime.sequence import TASK
 from .onnx_sequence import _parts
 from .tflite import _Graph, _schema
 
@@ -116,7 +115,7 @@ def build_step_tflite(p: dict) -> bytes:
 def export_sequence_tflite(bundle_path, out_dir) -> Path:
     """Write an exported bundle: the source manifest plus a ``runtime`` section (``format``
     ``"tflite"``, ``graph_form`` ``"step"``), ``model.tflite`` and the source arrays."""
-    src, bundle, manifest = source_bundle(bundle_path, TASK)
+    src, bundle, manifest = source_bundle(bundle_path)
     p = _parts(manifest, bundle.arrays)
     data = build_step_tflite(p)
     N, D, O = p["N"], p["D"], p["O"]

@@ -133,12 +133,14 @@ def _backend(root: Path, rt: dict, threads: int):
 def load(path, *, task: str | None = None, threads: int = 1):
     """Verify every file's hash (``load_bundle``) and open the exported model: a beat classifier
     (:class:`Model`), or for ``task == "sequence"`` bundles made by ``edgeseq.from_reservoirpy``, a
-    sequence model with ``run(X)``. ``task`` refuses a bundle of another task."""
+    sequence model with ``run(X)`` (also a balance window model). ``task`` refuses a bundle of another task."""
     root = Path(path)
     bundle = load_bundle(root, task=task)
     m = bundle.manifest
     rt = runtime_section(root, m)
-    if m["task"] == "sequence":
+    from .sequence import SEQUENCE_TASKS
+
+    if m["task"] in SEQUENCE_TASKS:
         from .sequence import load_sequence
 
         return load_sequence(root, threads=threads)

@@ -25,6 +25,9 @@ from ..errors import EdgeseqError
 from . import runtime_section
 
 TASK = "sequence"
+#: Tasks whose models are a reservoir with a readout at every step: reservoirpy imports, and the
+#: balance window models (their window prediction is the mean of the step outputs).
+SEQUENCE_TASKS = (TASK, "balance")
 ACTIVATIONS = ("tanh", "identity", "sigmoid", "relu")
 
 
@@ -78,7 +81,8 @@ class SequenceReference:
 
     @classmethod
     def from_bundle(cls, path, dtype=np.float64) -> "SequenceReference":
-        b = load_bundle(path, task=TASK)
+        b = load_bundle(path)
+        _check_task(path, b.manifest)
         return cls(b.arrays, b.manifest["model"]["params"], dtype=dtype)
 
     def states(self, X) -> np.ndarray:
@@ -183,11 +187,18 @@ class _TFLiteSequence:
         return y
 
 
+def _check_task(path, manifest: dict) -> None:
+    if manifest.get("task") not in SEQUENCE_TASKS:
+        raise EdgeseqError(f"bundle {path} is a {manifest.get('task')!r} bundle, not a sequence model "
+                           f"({', '.join(SEQUENCE_TASKS)})")
+
+
 def load_sequence(path, *, threads: int = 1) -> SequenceModel:
     """Verify every file's hash (``load_bundle``) and open the exported sequence model."""
     root = Path(path)
-    bundle = load_bundle(root, task=TASK)
+    bundle = load_bundle(root)
     m = bundle.manifest
+    _check_task(root, m)
     rt = runtime_section(root, m)
     name = rt["model"]
     try:

@@ -1,0 +1,124 @@
+"""Balance task on the real force-platform data: preprocessing, leave-subject-out CV with its
+baseline, the bundle exported to ONNX and TFLite, and streaming over the serial bridge."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq.cli import main
+from edgeseq.preprocess.balance import BalancePreprocessing, corner_forces, sway_features
+
+HBEDB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hbedb"
+
+
+@pytest.fixture(scope="module")
+def hbedb():
+    if not HBEDB.is_dir():
+        pytest.skip(f"hbedb not found at {HBEDB}")
+    return HBEDB
+
+
+@pytest.fixture(scope="module")
+def score_bundle(hbedb, tmp_path_factory):
+    from edgeseq.tasks import balance
+
+    return balance.train(hbedb, target="Best_T", out=tmp_path_factory.mktemp("bal") / "best.bundle",
+                         progress=False, params={"units": 100})
+
+
+def test_window_inputs_follow_the_cop():
+    prep = BalancePreprocessing()
+    t = np.arange(6000) / 100.0
+    x, y = 0.3 * np.sin(2 * np.pi * 0.5 * t), 0.1 * np.cos(2 * np.pi * 0.2 * t)
+    F = corner_forces(np.full(len(t), 600.0), x, y)
+    X, S, starts = prep.windows(F)
+    assert X.shape == (11, 250, 4) and starts.tolist() == list(range(0, 5001, 500))
+    # the input's first channel is the decimated, centred COP x over the scale
+    d = x[:1000].reshape(250, 4).mean(axis=1)
+    np.testing.assert_allclose(X[0, :, 0], (d - d.mean()) / prep.input_scale[0], atol=1e-5)
+    # RMS of a 0.3 cm sine is 0.3 / sqrt(2); its mean frequency is its own 0.5 Hz x (pi / (2 sqrt 2)) / ...
+    assert S[0, 0] == pytest.approx(0.3 / np.sqrt(2), rel=0.02)
+    assert sway_features(np.zeros((1, 100, 2)) + 1.0, 100.0)[0, 3] == 0.0
+
+
+@pytest.mark.parametrize("target", ["Best_T", "condition"])
+def test_leave_subject_out_cv_with_baseline(hbedb, tmp_path, target):
+    out = tmp_path / f"{target}.json"
+    assert main(["cv", "balance", "--model", "esn", "--data", str(hbedb), "--target", target, "--json", str(out),
+                 "--quiet", "--param", "units=150"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["task"] == "balance" and rep["target"] == target
+    assert rep["n_trials"] == 200 and rep["n_subjects"] == 17 and rep["cv"] == "leave-one-subject-out"
+    if target == "condition":
+        conf = np.array(rep["confusion"])
+        assert conf.sum() == 200 and 0.25 < rep["accuracy"] <= 1 and "accuracy" in rep["baseline"]
+        # firm against foam is what sway shows plainly; eyes open against closed it barely does
+        surface = (conf[[0, 2]][:, [0, 2]].sum() + conf[[1, 3]][:, [1, 3]].sum()) / conf.sum()
+        assert surface > 0.8
+        assert (out.with_name(out.stem + ".confusion.png")).stat().st_size > 5000
+    else:
+        assert set(rep["per_subject"]) == {str(i) for i in range(1, 18)}
+        assert rep["observed_range"] == [21.0, 27.0] and rep["score_range"] == [0.0, 28.0]
+        for r in (rep, rep["baseline"], rep["constant"]):
+            assert 0 < r["mae"] < 3 and r["mae_pct_range"] == pytest.approx(100 * r["mae"] / 28)
+        assert (out.with_name(out.stem + ".subjects.png")).stat().st_size > 5000
+
+
+def test_exported_score_model_equals_the_reference(hbedb, score_bundle, tmp_path):
+    from edgeseq import runtime
+    from edgeseq.data.hbedb import load_trial
+    from edgeseq.tasks import balance
+
+    _, prep, est = balance.load_model(score_bundle)
+    X, _, _ = prep.windows(load_trial(hbedb, "BDS00042").forces)
+    ref = est.predict(X)
+    for fmt in ("onnx", "tflite"):
+        out = tmp_path / f"b.{fmt}"
+        assert main(["export", str(score_bundle), "--format", fmt, "--out", str(out)]) == 0
+        m = runtime.load(out)
+        got = np.array([m.run(x).mean(axis=0)[0] for x in X])
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_balance_bundle_streams_over_the_bridge(hbedb, score_bundle, tmp_path):
+    from edgeseq.bridge.emulator import Emulator, load_source
+    from edgeseq.bridge.serve import Bridge
+    from edgeseq.tasks import balance
+
+    trial = hbedb / "BDS" / "data" / "BDS00007.txt"
+    src = load_source(f"hbedb:{trial}")
+    link = tmp_path / "ttyBal"
+    emu = Emulator(src, link, speed=None, log=lambda m: None, connect_timeout_s=20)
+    th = threading.Thread(target=emu.run, daemon=True)
+    th.start()
+    while not link.is_symlink():
+        time.sleep(0.01)
+    preds = []
+    bridge = Bridge(str(link), score_bundle, give_up_s=0.5, quiet=True)
+    orig = bridge._emit
+    bridge._emit = lambda p: (preds.extend(p), orig(p))[1]
+    s = bridge.run()
+    th.join(timeout=30)
+    assert s["lost_samples"] == 0 and s["predictions"] == len(preds) == 11
+    # the same windows offline, from the forces the device sent (0.01 N counts)
+    _, prep, est = balance.load_model(score_bundle)
+    X, _, starts = prep.windows(src.counts * 0.01)
+    np.testing.assert_allclose([p.score for p in preds], est.predict(X), atol=1e-4)
+    assert [p.sample for p in preds] == (starts + prep.window - 1).tolist()
+
+
+def test_balance_cli_errors(hbedb, tmp_path, capsys, score_bundle):
+    cases = [
+        (["cv", "balance", "--target", "Best_T"], "balance needs --data"),
+        (["cv", "balance", "--data", str(hbedb)], "balance needs --target"),
+        (["cv", "balance", "--data", str(hbedb), "--target", "Berg", "--quiet"], "Berg"),
+        (["export", str(score_bundle), "--int8", "--out", str(tmp_path / "x")], "float32 only"),
+    ]
+    for args, msg in cases:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("edgeseq: error:") and msg in err, err
