@@ -60,7 +60,7 @@ def _balance_data(args) -> Path:
         raise EdgeseqError("balance needs --data DIR: the hbedb data set (e.g. ../shared/data/hbedb) or a "
                            "directory in the CSV layout of edgeseq.data.hbedb")
     if args.target is None:
-        raise EdgeseqError("balance needs --target: a score column (Best_T, Berg, ...) or condition")
+        raise EdgeseqError("balance needs --target: a score column (Best_T, Berg, ...), condition, vision or surface")
     return Path(args.data)
 
 
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and write a bundle",
                        description="Train a model on annotated beats and write a bundle directory.")
     t.add_argument("task", choices=["ecg", "balance"], help="what to predict")
-    t.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...) or condition")
+    t.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
     data_args(t, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(t)
     t.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cv", help="record-grouped cross-validation",
                        description="Record-grouped K-fold cross-validation: no record in two folds.")
     c.add_argument("task", choices=["ecg", "balance"], help="what to predict")
-    c.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...) or condition")
+    c.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
     data_args(c, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(c)
     c.add_argument("--folds", type=int, metavar="K",

@@ -437,7 +437,7 @@ def load_trials(data_dir, names=None, *, fs: float = 100.0, target: str | None =
         known = _score_columns(info, hbedb)
         if target not in known:
             raise EdgeseqError(f"target {target!r} is not a score column of {root} "
-                               f"(score columns: {', '.join(known) or 'none'}; or use 'condition')")
+                               f"(score columns: {', '.join(known) or 'none'}; or use condition, vision or surface)")
         for n in names:
             if target not in _scores(info[n], hbedb):
                 raise EdgeseqError(f"trial {n} (subject {info[n]['subject']}) has no numeric {target} "

@@ -3,7 +3,8 @@ cross-validation with a classic posturography baseline measured on the same fold
 
 Targets: a clinical score column (``Best_T``, the Mini-BESTest total, in the shared data; ``Berg``
 or any numeric column of a user's ``trials.csv``) as regression, or ``condition`` (vision
-open/closed x surface firm/foam) as classification. Every window of a trial gets a prediction;
+open/closed x surface firm/foam, four classes) as classification, or one factor of it
+(``vision``, ``surface``). Every window of a trial gets a prediction;
 the trial's prediction averages its windows (the mean score, or the mean decision values).
 """
 
@@ -37,18 +38,26 @@ class WindowSet:
         return np.array([t.subject for t in self.trials])
 
 
+#: Classification targets: the standing condition, or one of its two factors.
+CLASS_TARGETS = {"condition": None, "vision": ("Open", "Closed"), "surface": ("Firm", "Foam")}
+
+
 def _targets(trials, target: str) -> tuple[np.ndarray, list]:
     from ..data.hbedb import CONDITIONS
 
     if target == "condition":
         return np.array([CONDITIONS.index(t.condition) for t in trials], np.int64), list(CONDITIONS)
+    if target in CLASS_TARGETS:
+        labels = CLASS_TARGETS[target]
+        return np.array([labels.index(getattr(t, target)) for t in trials], np.int64), list(labels)
     return np.array([t.scores[target] for t in trials], np.float64), []
 
 
 def load_windows(data_dir, prep: BalancePreprocessing, target: str, *, names=None, progress=True) -> WindowSet:
     from ..data.hbedb import load_trials
 
-    trials = load_trials(data_dir, names, fs=prep.sample_rate, target=target, progress=progress)
+    trials = load_trials(data_dir, names, fs=prep.sample_rate, target="condition" if target in CLASS_TARGETS else target,
+                         progress=progress)
     if not trials:
         raise EdgeseqError(f"no balance trials found in {data_dir}")
     Xs, Ss, idx = [], [], []
@@ -68,7 +77,7 @@ def load_windows(data_dir, prep: BalancePreprocessing, target: str, *, names=Non
 def _model(target: str, seed: int, params: dict | None):
     from ..models.esn_window import ESNWindowModel
 
-    return ESNWindowModel(objective="classification" if target == "condition" else "regression",
+    return ESNWindowModel(objective="classification" if target in CLASS_TARGETS else "regression",
                           seed=seed).set_params(**(params or {}))
 
 
