@@ -265,6 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     d.set_defaults(func=cmd_demo)
 
+    pr = sub.add_parser("profile", help="latency, throughput, size and memory of a bundle",
+                        description="Profile a bundle on this machine (or on a board over ssh): per-call "
+                                    "latency of one window and one step (p50/p90/p99/max), throughput, size, "
+                                    "parameters, MACs, peak RSS, onnxruntime memory, the tflite-micro arena, "
+                                    "efficiency against the measured matmul peak.")
+    pr.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle directory (exported, or trained: numpy)")
+    pr.add_argument("--compare", nargs="+", metavar="B", help="profile these bundles side by side (one table)")
+    pr.add_argument("--runtime", choices=["onnx", "tflite", "tflm", "numpy"],
+                    help="default: the bundle's own format (tflm runs a TFLite bundle on tflite-micro)")
+    pr.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    pr.add_argument("--n", type=int, default=1000, help="timed calls of each kind (default 1000)")
+    pr.add_argument("--window-steps", type=int, metavar="T", help="window length of a sequence bundle (default 100)")
+    pr.add_argument("--no-arena", action="store_true", help="skip the tflite-micro arena search")
+    pr.add_argument("--json", metavar="FILE", help="write the figures as JSON ('-' = stdout, nothing else printed)")
+    pr.add_argument("--plot", metavar="FILE.png", help="latency histogram and CDF")
+    pr.add_argument("--ssh", metavar="USER@HOST", help="profile on that board: copy, run there, bring the JSON back")
+    pr.add_argument("--remote-python", default="python3", metavar="CMD", help="python on the board (default python3)")
+    pr.set_defaults(func=cmd_profile)
+
     sv = sub.add_parser("serve", help="run a bundle live on a serial stream",
                         description="Read sensor frames (firmware_bridge/PROTOCOL.md) or plain text lines "
                                     "from a serial port, run the bundle's preprocessing and model on the "
@@ -325,6 +344,51 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (tests calling main() from a thread)
         pass
+
+
+def cmd_profile(args) -> int:
+    from . import profile as prof
+
+    if args.compare and args.bundle:
+        raise EdgeseqError("give either BUNDLE or --compare A B ..., not both")
+    if not args.compare and not args.bundle:
+        raise EdgeseqError("profile needs a BUNDLE (or --compare A B ...)")
+    to_stdout = args.json == "-"
+    if args.compare:
+        if args.ssh:
+            raise EdgeseqError("--ssh profiles one bundle at a time")
+        from .progress import Progress
+
+        results = prof.compare(args.compare, runtime=args.runtime, threads=args.threads, n=args.n,
+                               arena=not args.no_arena,
+                               progress=Progress("profiling", len(args.compare), enabled=not to_stdout))
+        payload = {"compare": results}
+        text = prof.format_compare(results)
+    elif args.ssh:
+        from .profile.remote import profile_remote
+
+        extra = ["--threads", str(args.threads), "--n", str(args.n)]
+        extra += ["--runtime", args.runtime] if args.runtime else []
+        extra += ["--no-arena"] if args.no_arena else []
+        extra += ["--window-steps", str(args.window_steps)] if args.window_steps else []
+        results = [profile_remote(args.ssh, args.bundle, extra, python=args.remote_python)]
+        payload, text = results[0], f"on {args.ssh}:\n" + prof.format_table(results[0])
+    else:
+        results = [prof.profile_bundle(args.bundle, runtime=args.runtime, threads=args.threads, n=args.n,
+                                       arena=not args.no_arena, window_steps=args.window_steps)]
+        payload, text = results[0], prof.format_table(results[0])
+    if to_stdout:
+        print(json.dumps(payload))
+        return 0
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
+        print(f"json: {args.json}")
+    if args.plot:
+        from .plots import latency_png
+
+        print(f"plot: {latency_png(results, args.plot)}")
+    return 0
 
 
 def cmd_serve(args) -> int:

@@ -75,3 +75,38 @@ def scores_png(rep: dict, path, title: str = "") -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def latency_png(results, path, title: str = "") -> Path:
+    """Per-call latency of one or more profiles: histogram (log time axis) and CDF, for the window
+    call and the step call, p50/p99 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = results if isinstance(results, list) else [results]
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 6.2))
+    for col, what in enumerate(("window", "step")):
+        for res in results:
+            us = np.asarray(res["latency_samples_us"][what], float)
+            name = f"{Path(res['bundle']).name} ({res['runtime']})"
+            bins = np.logspace(np.log10(max(us.min(), 0.1)), np.log10(us.max() * 1.01), 60)
+            axes[0, col].hist(us, bins=bins, alpha=0.55, label=name)
+            xs = np.sort(us)
+            axes[1, col].plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=name)
+            for q, ls in ((50, "--"), (99, ":")):
+                axes[1, col].axvline(np.percentile(us, q), ls=ls, lw=0.8, color=axes[1, col].lines[-1].get_color())
+        for row in (0, 1):
+            axes[row, col].set_xscale("log")
+            axes[row, col].set_xlabel(f"{what} call latency (us)")
+        axes[0, col].set_ylabel("calls")
+        axes[1, col].set_ylabel("fraction of calls")
+        axes[0, col].set_title(f"one {what}" + (" (dashed p50, dotted p99)" if col == 0 else ""), fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title or "edgeseq profile", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

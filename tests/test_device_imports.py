@@ -66,3 +66,21 @@ def test_bridge_serve_path_imports_only_device_dependencies(small_bundle):
     assert res["predictions"] >= 30
     loaded = {m.split(".")[0] for m in res["modules"]}
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+PROFILE_SCRIPT = r"""
+import json, sys
+from edgeseq.profile import profile_bundle
+res = profile_bundle(sys.argv[1], n=10, warmup=2, arena=False)
+print(json.dumps({"p50": res["latency_us"]["window"]["p50"], "modules": sorted(sys.modules)}))
+"""
+
+
+def test_profiler_runs_on_the_device_path(small_bundle):
+    """``edgeseq profile`` runs on the board: no training framework, no plotting library."""
+    out = subprocess.run([sys.executable, "-c", PROFILE_SCRIPT, str(small_bundle)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["p50"] > 0
+    loaded = {m.split(".")[0] for m in res["modules"]}
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
