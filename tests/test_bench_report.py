@@ -1,0 +1,83 @@
+"""tools/bench/report.py renders BENCHMARKS.md from the result JSONs (no timing here)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "tools" / "bench" / "results"
+
+
+def _report():
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "tools" / "bench" / "report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _stats(p50, p99):
+    return {"n": 10, "warmup": 5, "mean_us": p50, "p50_us": p50, "p90_us": p50, "p99_us": p99, "max_us": p99}
+
+
+def _synthetic(tmp_path: Path) -> Path:
+    m = {"cpu": "Test CPU", "cores": 2, "platform": "Linux", "python": "3.11", "numpy": "2.4",
+         "scipy": "1.17", "reservoirpy": "0.4.2"}
+    esn_speed = {"machine": m, "states": {
+        "n_seq": 10, "steps": 126, "units": 300, "reservoirpy_run_s": 6.0, "reservoirpy_run_all_cores_s": 7.0,
+        "reservoirpy_loop_s": 4.0, "reservoirpy_fastest_s": 4.0, "batched_float64_s": 1.0,
+        "batched_float32_s": 0.5, "ratio_float64": 4.0, "ratio_float32": 8.0,
+        "max_abs_diff_float64": 1e-15, "max_abs_diff_float32": 1e-7}}
+    per_beat = {"edgeseq_onnx_int8": _stats(100.0, 800.0), "edgeseq_onnx_float": _stats(90.0, 700.0),
+                "edgeseq_numpy": _stats(110.0, 900.0),
+                "reservoirpy_step_loop_sparse": _stats(2500.0, 3000.0),
+                "reservoirpy_run_sparse": _stats(2000.0, 2400.0)}
+    per_beat["reservoirpy_step_loop"] = {**per_beat["reservoirpy_step_loop_sparse"], "W": "sparse"}
+    per_beat["reservoirpy_run"] = {**per_beat["reservoirpy_run_sparse"], "W": "sparse"}
+    beat = {"machine": m, "versions": {"onnxruntime": "1.32.0", "edgeseq": "0.1.0"},
+            "command": "python tools/bench/beat_inference.py --n-beats 10",
+            "bundle": {"source": "test", "model": "esn", "units": 300, "inputs": 5, "int8_onnx_bytes": 105000},
+            "beats": {"n": 10, "window": 126, "seed": 0, "from": "10 beats"}, "per_beat": per_beat,
+            "batched": {"edgeseq_onnx_int8": {"batch": 256, "passes": 3, "beats_per_s": 5000.0}},
+            "ratios": {"reservoirpy_step_loop_vs_int8_p50": 25.0, "reservoirpy_step_loop_vs_int8_p99": 3.8,
+                       "reservoirpy_step_loop_vs_int8_mean": 25.0, "reservoirpy_run_vs_int8_p50": 20.0,
+                       "reservoirpy_run_vs_int8_p99": 3.0, "reservoirpy_run_vs_int8_mean": 20.0},
+            "targets": {"speedup_vs_reservoirpy": {"target": 10.0, "basis": "p50", "ratio": 20.0, "met": True},
+                        "p99_under_1ms": {"target_us": 1000.0, "p99_us": 800.0, "met": True}}}
+    cls = {c: {"se": 0.5, "ppv": 0.25, "n": 1} for c in "NSVFQ"}
+    cv = {"task": "ecg", "n_beats": 50977, "accuracy": 0.94, "classes": cls, "model": {"kind": "esn"}}
+    d = tmp_path / "results"
+    d.mkdir()
+    for name, data in (("esn_speed", esn_speed), ("beat_inference", beat), ("cv_ds1_esn", cv)):
+        (d / f"{name}.json").write_text(json.dumps(data))
+    return d
+
+
+def test_render_synthetic(tmp_path):
+    rep = _report()
+    text = rep.render(rep.load_results(_synthetic(tmp_path)))
+    for head in ("## Machine", "## (a) ESN reservoir states", "## (b) Per-beat inference",
+                 "## (c) Model comparison", "## (d) Serial bridge"):
+        assert head in text
+    assert "| reservoirpy `run`, all sequences in one call | 6.000 | 12.0x faster | 6.0x faster |" in text
+    assert "float32 **8.0x**" in text
+    assert "| `step` loop over the 126 samples (CSR W) | 25.0x | 3.8x | 25.0x |" in text
+    assert "**20.0x** (p50): **met**" in text and "int8 p99 **800 us**: **met**" in text
+    assert "| ESN | 50,977 | **94.0** | 50.0/25.0 |" in text and "105 kB | 100 / 800 |" in text
+    assert "| LSTM | pending" in text and "| TCN | pending" in text
+    assert "`python tools/bench/beat_inference.py --n-beats 10`" in text
+    assert "No results yet: run `python tools/bench/bridge.py" in text  # no bridge.json here
+    assert rep.render(rep.load_results(tmp_path / "results")) == text  # deterministic
+
+
+def test_committed_results_render_and_benchmarks_md_is_current():
+    rep = _report()
+    results = rep.load_results(RESULTS)
+    text = rep.render(results)
+    assert "## (a)" in text and "## (c)" in text
+    if "beat_inference" in results:
+        r = results["beat_inference"]["ratios"]["reservoirpy_run_vs_int8_p50"]
+        assert f"{r:.1f}x" in text
+    if "bridge" in results:
+        assert f"{results['bridge']['ecg']['replay']['x_real_time']:.0f}x real time" in text
+    # BENCHMARKS.md is what report.py makes of the committed JSONs: rerun it after a benchmark.
+    assert (ROOT / "BENCHMARKS.md").read_text() == text

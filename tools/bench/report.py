@@ -1,0 +1,328 @@
+"""Write BENCHMARKS.md from the JSON results in tools/bench/results/.
+
+    python tools/bench/report.py [--results tools/bench/results] [--out BENCHMARKS.md]
+
+Deterministic: the same JSONs give the same file byte for byte (no clock is read here). Each
+section names the command that produced its JSON: the ``command`` the JSON recorded, else the
+command that writes that file (marked as not recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "tools" / "bench" / "results"
+OUT = ROOT / "BENCHMARKS.md"
+
+# For JSONs that do not record their own command line.
+KNOWN_COMMANDS = {
+    "esn_speed": "python tools/bench/esn_speed.py --data ../shared/data/mitdb --json tools/bench/results/esn_speed.json",
+    "beat_inference": "python tools/bench/beat_inference.py",
+    "cv_ds1_esn": "edgeseq cv ecg --model esn --data ../shared/data/mitdb --json tools/bench/results/cv_ds1_esn.json",
+    "bridge": "python tools/bench/bridge.py --ecg-bundle BUNDLE",
+    "qrs_ds1": "python tools/bench/qrs_ds1.py --data ../shared/data/mitdb --json tools/bench/results/qrs_ds1.json",
+}
+MODELS = ("esn", "lstm", "tcn")
+SECTION_FILES = {"esn_speed", "beat_inference", "bridge", "qrs_ds1", "profile_ecg"}  # cv_ds1_* too
+PER_BEAT_ROWS = (
+    ("edgeseq_onnx_int8", "edgeseq int8 ONNX runtime"),
+    ("edgeseq_onnx_float", "edgeseq float ONNX runtime"),
+    ("edgeseq_numpy", "edgeseq numpy reference (`decision_function`)"),
+    ("reservoirpy_step_loop_dense", "reservoirpy `step` loop, dense W"),
+    ("reservoirpy_step_loop_sparse", "reservoirpy `step` loop, CSR W"),
+    ("reservoirpy_run_dense", "reservoirpy `run`, dense W"),
+    ("reservoirpy_run_sparse", "reservoirpy `run`, CSR W"),
+)
+
+
+def load_results(results_dir) -> dict[str, dict]:
+    """``{file stem: parsed JSON}`` for every ``*.json`` in ``results_dir``, in name order."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))}
+
+
+def command(name: str, data: dict) -> str:
+    if data.get("command"):
+        cmd = data["command"]
+        return f"`{cmd}`" if cmd.startswith(("python", "edgeseq")) else f"`python {cmd}`"
+    if name in KNOWN_COMMANDS:
+        return f"`{KNOWN_COMMANDS[name]}` (not recorded in the JSON; the command that writes this file)"
+    return "(not recorded in the JSON)"
+
+
+def pct(x) -> str:
+    return f"{100 * x:.1f}"
+
+
+def ratio(x) -> str:
+    return f"{x:.1f}x"
+
+
+def us(x) -> str:
+    return f"{x:,.0f}"
+
+
+def kb(n) -> str:
+    return f"{n / 1000:.0f} kB"
+
+
+def machine_of(data: dict) -> dict:
+    """The JSON's machine description in one vocabulary (older JSONs use other key names)."""
+    m = dict(data.get("machine") or {})
+    out = {"cpu": m.get("cpu", m.get("processor")), "cores": m.get("cores", m.get("cpu_count")),
+           "platform": m.get("platform"), "python": m.get("python"), "numpy": m.get("numpy"),
+           "scipy": m.get("scipy"), "reservoirpy": m.get("reservoirpy")}
+    out.update(data.get("versions") or {})
+    return out
+
+
+def section_machine(results: dict) -> list[str]:
+    cols = ("cpu", "cores", "platform", "python", "numpy", "scipy", "reservoirpy", "onnxruntime", "edgeseq")
+    rows = []
+    for name, data in results.items():
+        m = machine_of(data)
+        if not any(m.get(c) for c in cols):
+            rows.append(f"| `{name}.json` | " + " | ".join(["not recorded"] + [""] * (len(cols) - 1)) + " |")
+        else:
+            rows.append(f"| `{name}.json` | " + " | ".join("" if m.get(c) is None else str(m[c]) for c in cols) + " |")
+    return ["## Machine and package versions", "",
+            "As each JSON recorded them (a blank: that JSON does not say).", "",
+            "| results | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|", *rows, ""]
+
+
+def section_states(results: dict) -> list[str]:
+    lines = ["## (a) ESN reservoir states: edgeseq batched against reservoirpy `run`", ""]
+    d = results.get("esn_speed")
+    if not d:
+        return lines + [f"No results yet: run {command('esn_speed', {})}.", ""]
+    s = d["states"]
+    lines += [f"Command: {command('esn_speed', d)}", "",
+              f"The same reservoir ({s['units']} units) and the same {s['n_seq']:,} DS1 beat windows of "
+              f"{s['steps']} steps, in one run. Ratio = reservoirpy time / edgeseq time.", "",
+              "| way | seconds | edgeseq float32 is | edgeseq float64 is |", "|---|---:|---:|---:|"]
+    ways = (("reservoirpy `run`, all sequences in one call", "reservoirpy_run_s"),
+            ("reservoirpy `run`, all sequences, `workers=-1`", "reservoirpy_run_all_cores_s"),
+            ("reservoirpy `run` called per sequence", "reservoirpy_loop_s"))
+    for label, key in ways:
+        if key in s:
+            lines.append(f"| {label} | {s[key]:.3f} | {ratio(s[key] / s['batched_float32_s'])} faster | "
+                         f"{ratio(s[key] / s['batched_float64_s'])} faster |")
+    lines += [f"| edgeseq batched float32 | {s['batched_float32_s']:.3f} | | |",
+              f"| edgeseq batched float64 | {s['batched_float64_s']:.3f} | | |", "",
+              f"Against reservoirpy's fastest way ({s['reservoirpy_fastest_s']:.3f} s): float32 "
+              f"**{ratio(s['ratio_float32'])}**, float64 **{ratio(s['ratio_float64'])}**. States: float64 within "
+              f"{s['max_abs_diff_float64']:.1e} of reservoirpy's, float32 within {s['max_abs_diff_float32']:.1e}."]
+    if "train" in d:
+        t = d["train"]
+        lines += ["", f"Training the default ESN on {t['n_beats']:,} beats of {t['records']} DS1 records: "
+                      f"{t['seconds']:.1f} s, of which {t['seconds_reading']:.1f} s reading and filtering."]
+    return lines + [""]
+
+
+def section_per_beat(results: dict) -> list[str]:
+    lines = ["## (b) Per-beat inference: edgeseq runtime against reservoirpy on the same reservoir", ""]
+    d = results.get("beat_inference")
+    if not d:
+        return lines + [f"No results yet: run {command('beat_inference', {})}.", ""]
+    b, pb, bt = d["beats"], d["per_beat"], d.get("batched", {})
+    e8 = pb["edgeseq_onnx_int8"]
+    th = d.get("threads", {})
+    lines += [f"Command: {command('beat_inference', d)}", "",
+              f"{b['n']:,} DS1 beat windows of {b['window']} samples (drawn with seed {b['seed']} from "
+              f"{b['from']}), the same for every way; {d['bundle'].get('source', '')}, "
+              f"{d['bundle']['units']} units, {d['bundle']['inputs']} reservoir inputs. One core: onnxruntime "
+              f"{th.get('onnxruntime_intra_op', 1)} intra-op thread, OMP/MKL/OPENBLAS_NUM_THREADS="
+              f"{th.get('OMP_NUM_THREADS', '1')}. One beat per call, `(window, rr) -> logits`, after "
+              f"{e8['warmup']} warm-up calls; the ways take turns over blocks of "
+              f"{d.get('timing', {}).get('block', '?')} beats.", "",
+              "| way | p50 us | p90 us | p99 us | max us | reservoirpy / int8 (p50) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for key, label in PER_BEAT_ROWS:
+        if key in pb:
+            s = pb[key]
+            r = ratio(s["p50_us"] / e8["p50_us"]) if key.startswith("reservoirpy") else ""
+            lines.append(f"| {label} | {us(s['p50_us'])} | {us(s['p90_us'])} | {us(s['p99_us'])} | "
+                         f"{us(s['max_us'])} | {r} |")
+    rt = d["ratios"]
+    lines += ["", "Ratios, reservoirpy time / edgeseq int8 time (reservoirpy with its faster W for each way):", "",
+              "| reservoirpy way | p50 | p99 | mean |", "|---|---:|---:|---:|"]
+    for how, label in (("step_loop", "`step` loop over the 126 samples"), ("run", "one `run` call")):
+        w = pb.get(f"reservoirpy_{how}", {}).get("W", "")
+        lines.append(f"| {label} ({'CSR' if w == 'sparse' else w} W) | {ratio(rt[f'reservoirpy_{how}_vs_int8_p50'])} | "
+                     f"{ratio(rt[f'reservoirpy_{how}_vs_int8_p99'])} | {ratio(rt[f'reservoirpy_{how}_vs_int8_mean'])} |")
+    tg = d["targets"]
+    sp, p99 = tg["speedup_vs_reservoirpy"], tg["p99_under_1ms"]
+    lines += ["", "Targets:", "",
+              f"- per-beat ESN inference at least {sp['target']:g}x faster than reservoirpy on the same reservoir: "
+              f"**{ratio(sp['ratio'])}** ({sp['basis']}): **{'met' if sp['met'] else 'not met'}**;",
+              f"- p99 under {p99['target_us'] / 1000:g} ms on one core: int8 p99 **{us(p99['p99_us'])} us**: "
+              f"**{'met' if p99['met'] else 'not met'}**."]
+    if bt:
+        lines += ["", f"Batched throughput, {next(iter(bt.values()))['batch']} beats per call (best of "
+                      f"{next(iter(bt.values()))['passes']} passes):", "",
+                  "| way | beats/s | us per beat |", "|---|---:|---:|"]
+        for key, label in PER_BEAT_ROWS:
+            if key in bt:
+                lines.append(f"| {label} | {bt[key]['beats_per_s']:,.0f} | {us(1e6 / bt[key]['beats_per_s'])} |")
+        if "reservoirpy_per_beat_mean_vs_int8_batched" in rt:
+            lines += ["", f"Batched int8 against reservoirpy's mean time per beat (its faster way; a multi-sequence "
+                          f"`run` is no faster, see (a)): **{ratio(rt['reservoirpy_per_beat_mean_vs_int8_batched'])}**."]
+    sc = d.get("state_check")
+    if sc:
+        worst = max(sc["max_abs_diff"].values())
+        lines += ["", f"- Checks before timing: reservoirpy's states (step loop and `run`, dense and CSR W) within "
+                      f"{worst:.1e} of edgeseq's float64 states on {sc['beats']} beats (tolerance {sc['tolerance']:g})."]
+    ag = d.get("agreement")
+    if ag:
+        same = ag["same_label_as_numpy"]
+        rp_same = min(v for k, v in same.items() if k.startswith("reservoirpy"))
+        rp_diff = max(v for k, v in ag["max_abs_logit_diff_vs_numpy"].items() if k.startswith("reservoirpy"))
+        lines += [f"- Same label as the numpy reference: int8 {pct(same['edgeseq_onnx_int8'])}%, float ONNX "
+                  f"{pct(same['edgeseq_onnx_float'])}%, reservoirpy {pct(rp_same)}% (max |logit diff| {rp_diff:.1e})."]
+    tm = d.get("timing", {})
+    if "cpu_steal_share" in tm:
+        lines += [f"- CPU time stolen by the hypervisor while timing: {100 * tm['cpu_steal_share']:.1f}%."]
+    return lines + [""]
+
+
+def section_models(results: dict) -> list[str]:
+    lines = ["## (c) Model comparison: ESN, LSTM, TCN", ""]
+    cv = {}
+    for name, data in results.items():
+        if name.startswith("cv_ds1_"):
+            cv[(data.get("model") or {}).get("kind", name[len("cv_ds1_"):])] = (name, data)
+    bi = results.get("beat_inference")
+    labels = ("N", "S", "V", "F", "Q")
+    lines += ["DS1 leave-one-record-out cross-validation (22 records, one patient each), per-class Se/+P in %; "
+              "int8 ONNX model size and per-beat latency (one core, one beat per call) from (b).", "",
+              "| model | beats | accuracy % | " + " | ".join(f"{c} Se/+P" for c in labels)
+              + " | int8 size | p50 / p99 us |", "|---" * (len(labels) + 5) + "|"]
+    for kind in MODELS + tuple(sorted(k for k in cv if k not in MODELS)):
+        if kind not in cv:
+            lines.append(f"| {kind.upper()} | pending: arrives with a later issue |" + " |" * (len(labels) + 3))
+            continue
+        _, d = cv[kind]
+        cls = d["classes"]
+        cells = [f"{pct(cls[c]['se'])}/{pct(cls[c]['ppv'])}" if c in cls else "" for c in labels]
+        size = lat = ""
+        if bi and bi["bundle"].get("model") == kind:
+            size = kb(bi["bundle"]["int8_onnx_bytes"])
+            e8 = bi["per_beat"]["edgeseq_onnx_int8"]
+            lat = f"{us(e8['p50_us'])} / {us(e8['p99_us'])}"
+        lines.append(f"| {kind.upper()} | {d['n_beats']:,} | **{pct(d['accuracy'])}** | " + " | ".join(cells)
+                     + f" | {size} | {lat} |")
+    lines.append("")
+    for kind in sorted(cv):
+        name, d = cv[kind]
+        took = f"{d['seconds']:.0f} s: " if "seconds" in d else ""
+        lines.append(f"- {kind.upper()} cross-validation ({took}`{name}.json`): {command(name, d)}")
+    if bi:
+        lines.append(f"- Size and latency (`beat_inference.json`): {command('beat_inference', bi)}")
+    missing = [k.upper() for k in MODELS if k not in cv]
+    if missing:
+        lines += ["", f"{' and '.join(missing)}: pending; their rows fill in from `cv_ds1_<model>.json` once "
+                      "those models exist (a later issue)."]
+    return lines + [""]
+
+
+def section_bridge(results: dict) -> list[str]:
+    lines = ["## (d) Serial bridge", ""]
+    d = results.get("bridge")
+    if not d:
+        return lines + [f"No results yet: run {command('bridge', {})}.", ""]
+    e, b = d["ecg"], d["balance"]
+    lines += [f"Command: {command('bridge', d)}", "",
+              "One core (one onnxruntime thread); latency from a frame's arrival to its prediction with the "
+              "emulator at 10x real time.", "",
+              "| stream | path | throughput | latency p50 / p99 |", "|---|---|---:|---:|"]
+    if "replay" in e:
+        lines.append(f"| ECG ({e['replay']['stream_s'] / 60:.0f} min, {e['replay']['predictions']:,} beats) | "
+                     f"replay of the wire bytes | {e['replay']['x_real_time']:.0f}x real time | |")
+    if "pty_max" in e:
+        lat = e.get("latency_10x", {}).get("latency_ms", {})
+        lines.append(f"| | live over a pty, emulator at max speed | {e['pty_max']['x_real_time']:.0f}x real time | "
+                     + (f"{lat['p50']:.1f} ms / {lat['p99']:.1f} ms |" if lat else " |"))
+    if "replay" in b:
+        lines.append(f"| balance ({b['replay']['stream_s'] / 60:.0f} min looped, {b['replay']['frames']:,} frames) | "
+                     f"replay | {b['replay']['frames_per_s']:,} frames/s | |")
+    if "pty_max" in b:
+        lat = b.get("latency_10x", {}).get("latency_ms", {})
+        lines.append(f"| | live over a pty | {b['pty_max']['frames_per_s']:,} frames/s | "
+                     + (f"{lat['p50']:.1f} ms / {lat['p99']:.1f} ms |" if lat else " |"))
+    return lines + [""]
+
+
+def profile_table(rows: list[dict]) -> list[str]:
+    """The ``edgeseq profile --compare`` figures as a markdown table (also used in README)."""
+    names = [f"{Path(r['bundle']).name}" for r in rows]
+    out = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(rows)]
+
+    def row(label, fn):
+        out.append(f"| {label} | " + " | ".join(fn(r) for r in rows) + " |")
+
+    row("window p50 / p99 (us)", lambda r: f"{r['latency_us']['window']['p50']:,.0f} / {r['latency_us']['window']['p99']:,.0f}")
+    row("step p50 / p99 (us)", lambda r: f"{r['latency_us']['step']['p50']:.1f} / {r['latency_us']['step']['p99']:.1f}")
+    row("windows/s, one per call / batched", lambda r: f"{r['throughput']['windows_per_s']:,.0f} / "
+        f"{r['throughput']['batched_windows_per_s']:,.0f}")
+    row("model file", lambda r: kb(r["size_bytes"]))
+    row("parameters / MACs per step", lambda r: f"{r['params']:,} / {r['macs_per_step']:,}")
+    row("peak RSS / due to the model", lambda r: f"{r['peak_rss_bytes'] / 2**20:.0f} / {r['model_rss_bytes'] / 2**20:.0f} MB")
+    row("onnxruntime peak in use", lambda r: kb(r["ort_memory"]["peak_in_use_bytes"]) if r.get("ort_memory") else "-")
+    row("tflite-micro arena", lambda r: kb(r["arena_bytes"]) if r.get("arena_bytes") else "-")
+    row("efficiency (MAC/s over matmul peak)", lambda r: f"{100 * r['efficiency']:.1f}%")
+    return out
+
+
+def section_profile(results: dict) -> list[str]:
+    p = results.get("profile_ecg")
+    if not p:
+        return []
+    peak = p["compare"][0]["peak_macs_per_s"]
+    return ["## `edgeseq profile`: the default ECG ESN's four exports", "", f"Command: `{p['command']}`", "",
+            f"One thread; 1,000 timed calls of each kind after 50 warm-up calls; each bundle in its own "
+            f"interpreter. Matmul peak of this machine on one thread: {peak / 1e9:.1f} GMAC/s (float32 512x512).",
+            "", *profile_table(p["compare"]), ""]
+
+
+def section_other(results: dict) -> list[str]:
+    lines = []
+    q = results.get("qrs_ds1")
+    if q:
+        p = q["pooled"]
+        lines += ["## Streaming QRS detection over DS1", "", f"Command: {command('qrs_ds1', q)}", "",
+                  f"Se **{100 * p['se']:.2f}%**, +P **{100 * p['ppv']:.2f}%** over {p['n_ref']:,} reference beats "
+                  f"({p['fn']} missed, {p['fp']} false), {1000 * q['window_s']:.0f} ms matching window; "
+                  f"fixed delay {q['delay_ms'] / 1000:.2f} s.", ""]
+    rest = [n for n in results if n not in SECTION_FILES and not n.startswith("cv_ds1_")]
+    if rest:
+        lines += ["## Other result files", ""]
+        lines += [f"- `{n}.json`: {command(n, results[n])}" for n in rest] + [""]
+    return lines
+
+
+def render(results: dict) -> str:
+    """BENCHMARKS.md's text from ``{file stem: parsed JSON}``."""
+    lines = ["# Benchmarks", "",
+             "Generated by `python tools/bench/report.py` from the JSON files in `tools/bench/results/`; "
+             "do not edit by hand. Each section names the command that wrote its JSON.", ""]
+    for part in (section_machine, section_states, section_per_beat, section_models, section_bridge, section_profile,
+                 section_other):
+        lines += part(results)
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    Path(args.out).write_text(render(load_results(args.results)))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
