@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EdgeseqError
+from .base import HyperParams
 
 _HYPER = ("units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
           "bias_scaling", "rr_inputs", "ridge", "class_weight", "class_weight_power",
@@ -117,11 +118,7 @@ def sequence_states(u: np.ndarray, W: np.ndarray, Win: np.ndarray, bias: np.ndar
     return out
 
 
-def _lists(v):
-    return [_lists(x) for x in v] if isinstance(v, (tuple, list)) else v
-
-
-class ESNClassifier:
+class ESNClassifier(HyperParams):
     """Echo-state network for beat classification (scikit-learn estimator contract).
 
     Hyper-parameters are the reservoirpy ``Reservoir`` ones (``units``, ``lr``, ``sr``,
@@ -142,6 +139,8 @@ class ESNClassifier:
 
     Learned attributes end in ``_``.
     """
+
+    _HYPER, _NAME = _HYPER, "ESN"
 
     def __init__(self, units: int = 300, lr: float = 0.3, sr: float = 0.9,
                  input_scaling=(1.0, 0.5, 0.5, 0.5, 0.1), rc_connectivity: float = 0.1,
@@ -165,18 +164,6 @@ class ESNClassifier:
         self.seed = seed
         self.dtype = dtype
         self.batch_size = batch_size
-
-    # -- scikit-learn style parameters -------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict:
-        # Tuples become lists so the params are the same after a JSON round trip.
-        return {k: _lists(getattr(self, k)) for k in _HYPER}
-
-    def set_params(self, **params) -> "ESNClassifier":
-        for k, v in params.items():
-            if k not in _HYPER:
-                raise ValueError(f"unknown ESN hyper-parameter {k!r}")
-            setattr(self, k, v)
-        return self
 
     # -- the reservoir: unsupervised, so cross-validation can share its states ---------------
     def init_reservoir(self, input_dim: int = 1) -> "ESNClassifier":

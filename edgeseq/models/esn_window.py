@@ -15,16 +15,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EdgeseqError
+from .base import HyperParams
 from .esn import batched_states, reservoir_init
 
 _HYPER = ("objective", "units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
           "bias_scaling", "ridge", "seed", "batch_size")
 
 
-class ESNWindowModel:
+class ESNWindowModel(HyperParams):
     """``objective="regression"`` (one score per window) or ``"classification"`` (ridge on one-hot
     targets, argmax). scikit-learn contract: hyper-parameters here, ``fit`` returns self, learned
     attributes end in ``_``."""
+
+    _HYPER, _NAME = _HYPER, "ESN"
 
     def __init__(self, objective: str = "regression", units: int = 300, lr: float = 0.1, sr: float = 0.9,
                  input_scaling=2.0, rc_connectivity: float = 0.1, input_connectivity: float = 1.0,
@@ -40,16 +43,6 @@ class ESNWindowModel:
         self.ridge = ridge
         self.seed = seed
         self.batch_size = batch_size
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in _HYPER}
-
-    def set_params(self, **params) -> "ESNWindowModel":
-        for k, v in params.items():
-            if k not in _HYPER:
-                raise EdgeseqError(f"unknown ESN hyper-parameter {k!r} (known: {', '.join(_HYPER)})")
-            setattr(self, k, v)
-        return self
 
     def init_reservoir(self, input_dim: int) -> "ESNWindowModel":
         if self.objective not in ("regression", "classification"):

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,20 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def machine() -> dict:
+    """edgeseq.profile's machine description plus the host-side library versions."""
     import reservoirpy
     import scipy
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "reservoirpy": reservoirpy.__version__}
+    from edgeseq.profile.core import machine as base
+
+    return {**base(), "scipy": scipy.__version__, "reservoirpy": reservoirpy.__version__}
 
 
 def main() -> None:
