@@ -22,7 +22,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from esn_speed import machine  # noqa: E402
 
 from edgeseq.bridge import protocol as P  # noqa: E402
-from edgeseq.bridge.emulator import Emulator, load_source  # noqa: E402
+from edgeseq.bridge.emulator import load_source  # noqa: E402
 from edgeseq.bridge.serve import Bridge  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
