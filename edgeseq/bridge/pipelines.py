@@ -204,13 +204,14 @@ class WindowPipeline(_Base):
             self._run = SequenceReference.from_bundle(bundle_path, dtype=np.float32).run
         if self.channel is not None and self.channels != 1:
             raise EdgeseqError(f"--channel picks one channel, but bundle {bundle_path} takes {self.channels}")
-        self._buf = np.zeros((0, self.channels))
-        self._bad = np.zeros(0, bool)
-        self._base: int | None = None  # device index of _buf[0]
-        self._next_end = self.window  # end (exclusive, relative to _base) of the next window
+        self.restart()
 
     def restart(self) -> list[Prediction]:
-        self._buf, self._bad, self._base, self._next_end = np.zeros((0, self.channels)), np.zeros(0, bool), None, self.window
+        """A new stream: nothing buffered (windows never span a device restart)."""
+        self._buf = np.zeros((0, self.channels))
+        self._bad = np.zeros(0, bool)  # lost samples (placeholders) in _buf
+        self._base: int | None = None  # device index of _buf[0]
+        self._next_end = self.window  # end (exclusive, relative to _base) of the next window
         return []
 
     def feed(self, block: Block) -> list[Prediction]:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeseqError
+from . import check_dir
 from ..preprocess.balance import CORNERS, corner_forces
 
 VISIONS = ("Open", "Closed")
@@ -83,18 +84,11 @@ class Trial:
 # ----------------------------------------------------------------------------------------- layout
 
 
-def _check_dir(data_dir) -> Path:
-    path = Path(data_dir)
-    if not path.exists():
-        raise EdgeseqError(f"data directory {path} does not exist")
-    if not path.is_dir():
-        raise EdgeseqError(f"data path {path} is not a directory")
-    return path
 
 
 def dataset_root(data_dir) -> Path:
     """The directory holding the info file: ``DIR/BDS``, ``DIR`` itself (``BDS/``), or a user CSV dir."""
-    path = _check_dir(data_dir)
+    path = check_dir(data_dir)
     for root in (path / "BDS", path):
         if (root / HBEDB_INFO).is_file():
             return root

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeseqError
+from . import check_dir
 from ..preprocess.qrs import vf_episodes
 
 #: Inter-patient split of de Chazal et al. (IEEE TBME 2004): DS1 trains, DS2 tests.
@@ -49,18 +50,11 @@ class Record:
     vf_episodes: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _check_dir(data_dir) -> Path:
-    path = Path(data_dir)
-    if not path.exists():
-        raise EdgeseqError(f"data directory {path} does not exist")
-    if not path.is_dir():
-        raise EdgeseqError(f"data path {path} is not a directory")
-    return path
 
 
 def list_records(data_dir) -> list[str]:
     """Names of the WFDB records (``*.hea``) in ``data_dir``, sorted."""
-    path = _check_dir(data_dir)
+    path = check_dir(data_dir)
     names = sorted(p.stem for p in path.glob("*.hea"))
     if not names:
         raise EdgeseqError(f"no WFDB records (*.hea files) in {path}")
@@ -116,7 +110,7 @@ def load_record(data_dir, name: str, *, fs: float = 360.0, lead: str = "MLII",
     """Read one record's ``lead`` and its beat annotations, resampled to ``fs`` if needed."""
     import wfdb
 
-    path = _check_dir(data_dir) / str(name)
+    path = check_dir(data_dir) / str(name)
     hea, dat = path.with_suffix(".hea"), None
     if not hea.exists():
         raise EdgeseqError(f"record {name}: header {hea} not found")
