@@ -72,13 +72,14 @@ def cmd_train(args) -> int:
         from .tasks import balance
 
         out = balance.train(_balance_data(args), target=args.target, out=args.out, model=args.model,
-                            seed=args.seed, params=_params(args.param), progress=not args.quiet)
+                            seed=args.seed, params=_params(args.param), progress=not args.quiet,
+                            size=args.size, device=args.device)
         print(f"bundle: {out}")
         return 0
 
     info = ecg.train(_data_dir(args), parse_records(args.records), out=args.out, model=args.model,
                      seed=args.seed, params=_params(args.param), include_paced=args.include_paced,
-                     progress=not args.quiet)
+                     progress=not args.quiet, size=args.size, device=args.device)
     counts = " ".join(f"{k}={v}" for k, v in info["class_counts"].items())
     print(f"trained {args.model} on {len(info['records'])} records, {info['n_beats']} beats ({counts}) "
           f"in {info['seconds']:.1f} s")
@@ -108,7 +109,8 @@ def cmd_cv(args) -> int:
 
     rep = ecg.cross_validate(_data_dir(args), parse_records(args.records), model=args.model,
                              folds=args.folds, seed=args.seed, params=_params(args.param),
-                             include_paced=args.include_paced, progress=not args.quiet)
+                             include_paced=args.include_paced, progress=not args.quiet,
+                             size=args.size, device=args.device)
     _publish(rep, f"{args.model}: record-grouped {rep['n_folds']}-fold cross-validation over "
                   f"{len(rep['records'])} records ({rep['seconds']:.1f} s)",
              args.json, f"{args.model}, {rep['n_folds']}-fold record-grouped CV")
@@ -119,7 +121,8 @@ def _cv_balance(args) -> int:
     from .tasks import balance
 
     rep = balance.cross_validate(_balance_data(args), target=args.target, model=args.model, seed=args.seed,
-                                 params=_params(args.param), progress=not args.quiet)
+                                 params=_params(args.param), progress=not args.quiet,
+                                 size=args.size, device=args.device)
     print(balance.format_report(rep))
     if args.json:
         from .plots import confusion_png, scores_png
@@ -207,7 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     def model_args(sp):
-        sp.add_argument("--model", default="esn", choices=["esn"], help="model family (default esn)")
+        sp.add_argument("--model", default="esn", choices=["esn", "lstm", "tcn"],
+                        help="model family: esn (reservoir), lstm or tcn (PyTorch; default esn)")
+        sp.add_argument("--size", choices=["small", "full"],
+                        help="small (default: trains on a laptop CPU) or full (wider and deeper, for a GPU; "
+                             "esn: 5000 units)")
+        sp.add_argument("--device", choices=["cpu", "cuda", "auto"],
+                        help="where training runs (default cpu); cuda falls back to the CPU with a message "
+                             "when no GPU is present")
         sp.add_argument("--seed", type=int, default=0, help="seed of the reservoir and splits (default 0)")
         sp.add_argument("--param", action="append", metavar="KEY=VALUE",
                         help="model hyper-parameter, repeatable, e.g. --param units=200 --param lr=0.5")
@@ -423,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as exc:
         extra = {"scipy": "train", "wfdb": "train", "reservoirpy": "train", "matplotlib": "train",
-                 "onnx": "export", "onnxruntime": "export", "serial": "device"}.get(exc.name)
+                 "onnx": "export", "onnxruntime": "export", "serial": "device", "torch": "torch"}.get(exc.name)
         if extra:
             print(f"edgeseq: error: '{args.command}' needs {exc.name}, part of the '{extra}' extra: "
                   f"pip install 'edgeseq[{extra}]'", file=sys.stderr)

@@ -10,8 +10,9 @@ class Progress:
     """``Progress("states", total)(done)`` redraws one line on a terminal, and prints a line per
     quarter when stderr is a file or pipe (CI logs stay short)."""
 
-    def __init__(self, label: str, total: int, *, enabled: bool = True, stream=None):
+    def __init__(self, label: str, total: int, *, enabled: bool = True, stream=None, every: bool = False):
         self.label, self.total = label, max(int(total), 1)
+        self.every = every  # a line per call even off a terminal (training epochs: few and slow)
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -31,6 +32,6 @@ class Progress:
             self.stream.flush()
         else:
             quarter = int(frac * 4)
-            if quarter > self._last_quarter:
+            if quarter > self._last_quarter or self.every:
                 self._last_quarter = quarter
                 print(text, file=self.stream, flush=True)

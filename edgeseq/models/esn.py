@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EdgeseqError
-from .base import HyperParams
+from .base import HyperParams, balanced_class_weights
 
 _HYPER = ("units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
           "bias_scaling", "rr_inputs", "ridge", "class_weight", "class_weight_power",
-          "class_weight_cap", "seed", "dtype", "batch_size")
+          "class_weight_cap", "seed", "dtype", "batch_size", "device")
 
 
 def reservoir_init(units: int, input_dim: int, *, lr: float, sr: float, input_scaling,
@@ -136,6 +136,8 @@ class ESNClassifier(HyperParams):
       the balanced weights) and ``class_weight_cap`` (largest weight): full balancing lets a
       class of a few beats from one patient (MIT-BIH DS1 has 8 Q beats, 414 F beats mostly in one
       record) dominate the fit.
+    - ``device``: ``"cpu"`` computes states in numpy; ``"cuda"`` (or ``"auto"`` with a GPU) in
+      PyTorch on the GPU (:mod:`edgeseq.models.esn_torch`), for reservoirs of thousands of units.
 
     Learned attributes end in ``_``.
     """
@@ -148,7 +150,7 @@ class ESNClassifier(HyperParams):
                  rr_inputs=((3, 1.0), (4, 1.0), (5, 1.0), (6, 0.05)), ridge: float = 0.02,
                  class_weight: str | None = "balanced", class_weight_power: float = 0.75,
                  class_weight_cap: float | None = 10.0, seed: int = 0, dtype: str = "float32",
-                 batch_size: int = 2048):
+                 batch_size: int = 2048, device: str = "cpu"):
         self.units = units
         self.lr = lr
         self.sr = sr
@@ -164,6 +166,7 @@ class ESNClassifier(HyperParams):
         self.seed = seed
         self.dtype = dtype
         self.batch_size = batch_size
+        self.device = device
 
     # -- the reservoir: unsupervised, so cross-validation can share its states ---------------
     def init_reservoir(self, input_dim: int = 1) -> "ESNClassifier":
@@ -188,9 +191,20 @@ class ESNClassifier(HyperParams):
         const = self.reservoir_rr(rr)
         if const is not None and len(const) != len(windows):
             raise EdgeseqError(f"got {len(const)} rows of RR features for {len(windows)} beat windows")
-        last, mean = batched_states(windows, self.W_, self.Win_, self.bias_, self.lr, const=const,
-                                    dtype=np.dtype(self.dtype).type, batch_size=self.batch_size,
-                                    progress=progress)
+        last, mean = None, None
+        if self.device not in (None, "cpu"):  # host only: torch on a GPU for big reservoirs
+            from .torch_fit import resolve_device
+
+            dev, _ = resolve_device(self.device)
+            if dev.type == "cuda":
+                from .esn_torch import batched_states_torch
+
+                last, mean = batched_states_torch(windows, self.W_, self.Win_, self.bias_, self.lr, const=const,
+                                                  device=dev, progress=progress)
+        if last is None:
+            last, mean = batched_states(windows, self.W_, self.Win_, self.bias_, self.lr, const=const,
+                                        dtype=np.dtype(self.dtype).type, batch_size=self.batch_size,
+                                        progress=progress)
         return np.concatenate([last, mean], axis=1)
 
     # -- readout ------------------------------------------------------------------------------
@@ -260,6 +274,7 @@ class ESNClassifier(HyperParams):
         if missing:
             raise EdgeseqError(f"ESN bundle lacks weight arrays: {', '.join(missing)}")
         model = cls(**params)
+        model.device = "cpu"  # how it was trained is in the manifest; a loaded model runs numpy (the device path)
         model.W_, model.Win_, model.bias_ = arrays["W"], arrays["Win"], arrays["bias"]
         model.Wout_, model.bout_ = arrays["Wout"], arrays["bout"]
         units = model.W_.shape[0]
@@ -295,14 +310,7 @@ class ESNClassifier(HyperParams):
         return np.clip(np.log(np.maximum(rr[:, cols] + 0.01, 1e-6) / (ref + 0.01)), -3.0, 3.0)
 
     def _class_weights(self, counts: np.ndarray) -> np.ndarray:
-        if self.class_weight is None:
-            return np.ones(len(counts))
-        if self.class_weight != "balanced":
-            raise ValueError(f"class_weight must be 'balanced' or None, not {self.class_weight!r}")
-        present = counts > 0
-        cw = np.zeros(len(counts))
-        cw[present] = (counts.sum() / (present.sum() * counts[present])) ** self.class_weight_power
-        return cw if self.class_weight_cap is None else np.minimum(cw, self.class_weight_cap)
+        return balanced_class_weights(counts, self.class_weight, self.class_weight_power, self.class_weight_cap)
 
     def _design(self, features: np.ndarray, rr: np.ndarray) -> np.ndarray:
         rr = np.asarray(rr, dtype=features.dtype)

@@ -55,16 +55,50 @@ def load_beats(data_dir, records: list[str], prep: EcgPreprocessing, *, progress
                    np.concatenate(rec_idx), list(records))
 
 
-def _build_model(kind: str, seed: int, params: dict | None):
+#: ``--size full`` of the ESN: a reservoir that wants the CUDA path (torch) for its states.
+ESN_FULL_UNITS = 5000
+
+
+def _build_model(kind: str, seed: int, params: dict | None, *, size: str | None = None,
+                 device: str | None = None):
+    """The estimator for ``kind``; ``size`` and ``device`` are the CLI's ``--size``/``--device``
+    (explicit ``params`` win over what ``size`` implies)."""
     cls = model_class(kind)
+    params = dict(params or {})
+    if device is not None:
+        params.setdefault("device", device)
+    if size is not None:
+        if kind == "esn":
+            if size not in ("small", "full"):
+                raise EdgeseqError(f"--size must be small or full, not {size!r}")
+            if size == "full":
+                params.setdefault("units", ESN_FULL_UNITS)
+        else:
+            params.setdefault("size", size)
     try:
-        return cls(seed=seed, **(params or {}))
+        return cls(seed=seed, **params)
     except TypeError as exc:
         raise EdgeseqError(f"bad hyper-parameter for model {kind!r}: {exc}") from None
 
 
+def _fit_progress(est, label: str, n_beats: int, enabled: bool):
+    """Per-epoch lines for trained families, per-batch states for the ESN."""
+    if hasattr(est, "resolved"):
+        return Progress(f"{label} epochs", est.resolved()["epochs"], enabled=enabled, every=True)
+    return Progress("reservoir states", n_beats, enabled=enabled)
+
+
+def _model_section(kind: str, est, prep: EcgPreprocessing) -> dict:
+    section = {"kind": kind, "params": est.get_params(),
+               "input": {"window_length": prep.window_length, "rr_features": list(RR_FEATURES)}}
+    if hasattr(est, "architecture"):
+        section["architecture"] = est.architecture()
+    return section
+
+
 def train(data_dir, records=None, *, out, model: str = "esn", seed: int = 0, params: dict | None = None,
-          prep: EcgPreprocessing | None = None, include_paced: bool = False, progress: bool = True) -> dict:
+          prep: EcgPreprocessing | None = None, include_paced: bool = False, progress: bool = True,
+          size: str | None = None, device: str | None = None) -> dict:
     """Fit a model on the annotated beats of ``records`` and write a bundle to ``out``."""
     t0 = time.perf_counter()
     prep = prep or EcgPreprocessing()
@@ -73,9 +107,9 @@ def train(data_dir, records=None, *, out, model: str = "esn", seed: int = 0, par
     if len(beats.labels) == 0:
         raise EdgeseqError(f"no usable beats in records {', '.join(names)} of {data_dir}")
     t_load = time.perf_counter() - t0
-    est = _build_model(model, seed, params)
+    est = _build_model(model, seed, params, size=size, device=device)
     est.fit(beats.windows, beats.rr, beats.labels, n_classes=N_CLASSES,
-            progress=Progress("reservoir states", len(beats.labels), enabled=progress))
+            progress=_fit_progress(est, model, len(beats.labels), progress))
     seconds = time.perf_counter() - t0
     manifest = {
         "task": TASK,
@@ -84,11 +118,10 @@ def train(data_dir, records=None, *, out, model: str = "esn", seed: int = 0, par
         "labels": list(AAMI_CLASSES),
         "preprocessing": prep.config(),
         "detector": QRSDetector(prep.sample_rate).config(),
-        "model": {"kind": model, "params": est.get_params(),
-                  "input": {"window_length": prep.window_length, "rr_features": list(RR_FEATURES)}},
+        "model": _model_section(model, est, prep),
         "training": {"data": str(data_dir), "records": names, "n_beats": int(len(beats.labels)),
                      "class_counts": beats.class_counts(), "seconds": round(seconds, 2),
-                     "seconds_reading": round(t_load, 2)},
+                     "seconds_reading": round(t_load, 2), **getattr(est, "training_", {})},
     }
     path = write_bundle(out, manifest, est.to_arrays())
     return {"bundle": str(path), **manifest["training"]}
@@ -209,7 +242,8 @@ def record_folds(records: list[str], sizes, k: int, seed: int = 0) -> list[list[
 
 def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | None = None, seed: int = 0,
                    params: dict | None = None, prep: EcgPreprocessing | None = None,
-                   include_paced: bool = False, progress: bool = True) -> dict:
+                   include_paced: bool = False, progress: bool = True, size: str | None = None,
+                   device: str | None = None) -> dict:
     """Record-grouped K-fold cross-validation (leave-one-record-out when ``folds`` is None).
 
     The reservoir is label-free, so its states are computed once for all beats and only the
@@ -223,14 +257,14 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
     beats = load_beats(data_dir, names, prep, progress=progress)
     sizes = np.bincount(beats.record_index, minlength=len(names))
     groups = record_folds(names, sizes, folds or len(names), seed)
-    est = _build_model(model, seed, params)
+    est = _build_model(model, seed, params, size=size, device=device)
     shared = hasattr(est, "reservoir_features")
     if shared:
         est.init_reservoir(1)
         feats = est.reservoir_features(beats.windows, rr=beats.rr, progress=Progress(
             "reservoir states", len(beats.labels), enabled=progress))
     conf = np.zeros((N_CLASSES, N_CLASSES), np.int64)
-    per_fold = []
+    per_fold, fit_seconds = [], []
     show = Progress("folds", len(groups), enabled=progress)
     for k, group in enumerate(groups):
         test = np.isin(beats.record_index, [names.index(r) for r in group])
@@ -239,13 +273,18 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
             est.fit_readout(feats[train_], beats.rr[train_], beats.labels[train_], N_CLASSES)
             pred = np.argmax(est.decision_function_from_features(feats[test], beats.rr[test]), axis=1)
         else:
-            est.fit(beats.windows[train_], beats.rr[train_], beats.labels[train_], n_classes=N_CLASSES)
+            t_fit = time.perf_counter()
+            est.fit(beats.windows[train_], beats.rr[train_], beats.labels[train_], n_classes=N_CLASSES,
+                    progress=_fit_progress(est, f"fold {k + 1}/{len(groups)}", int(train_.sum()), progress))
+            fit_seconds.append(time.perf_counter() - t_fit)
             pred = est.predict(beats.windows[test], beats.rr[test])
         c = confusion(beats.labels[test], pred, N_CLASSES)
         conf += c
         per_fold.append({"fold": k, "records": group, **report(c, AAMI_CLASSES)})
+        if not shared:
+            per_fold[-1]["seconds_fit"] = round(fit_seconds[-1], 2)
         show(k + 1)
     out = {"task": TASK, **report(conf, AAMI_CLASSES), "folds": per_fold, "n_folds": len(groups),
-           "grouping": "record", "model": {"kind": model, "params": est.get_params()},
+           "grouping": "record", "model": _model_section(model, est, prep),
            "data": str(data_dir), "records": names, "seconds": round(time.perf_counter() - t0, 2)}
     return out

@@ -1,0 +1,201 @@
+"""What the trained sequence models (LSTM, TCN) share: input scaling, side features, pooling, head,
+bundle arrays, and inference in numpy.
+
+Both families map a window ``u`` (``(B, T)`` or ``(B, T, D)``) and optional per-window side
+features ``s`` (``(B, F)``: the beat's RR features for ECG, none for balance) to outputs::
+
+    x_t  = u_t * in_scale                                   (D,) scale learned from the data
+    h_t  = core(x_0 .. x_t)                                 (H,) LSTM or causal TCN: h_t never sees the future
+    z    = clip((s - side_center) * side_scale, -4, 4)      robust standardisation; bounded for int8
+    f    = [h_{T-1}, mean_t h_t, z]
+    out  = relu(f @ W1 + b1) @ W2 + b2                      logits (classification) or scores (regression)
+
+``last`` and ``mean`` are what a device accumulates step by step, so the streaming form (the core
+fed one sample at a time with explicit state, then :meth:`readout`) equals the window form.
+
+Inference is numpy; ``fit`` trains in PyTorch (``edgeseq.models.torch_fit``, host only). The
+scikit-learn contract holds: hyper-parameters in ``__init__`` (``None`` takes the ``size``
+preset), ``fit`` returns self, learned attributes end in ``_``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import EdgeseqError
+from .base import HyperParams, balanced_class_weights
+
+SIDE_CLIP = 4.0
+OBJECTIVES = ("classification", "regression")
+
+#: Training hyper-parameters every neural family takes (the core's own come first in ``_HYPER``).
+TRAIN_HYPER = ("objective", "size", "head", "epochs", "batch_size", "learning_rate", "weight_decay",
+               "class_weight", "class_weight_power", "class_weight_cap", "device", "amp", "seed", "threads")
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+class NeuralSequenceModel(HyperParams):
+    """Base of :class:`~edgeseq.models.lstm.LSTMModel` and :class:`~edgeseq.models.tcn.TCNModel`.
+
+    Subclasses define ``PRESETS`` (per ``size``), ``core_arrays`` names, ``sequence(x)`` (all
+    top-layer outputs ``(B, T, H)``) and ``stream(batch)`` (the step form).
+    """
+
+    PRESETS: dict = {}
+    KIND = ""
+
+    # -- hyper-parameters ----------------------------------------------------------------------
+    def _init_train(self, objective, size, head, epochs, batch_size, learning_rate, weight_decay,
+                    class_weight, class_weight_power, class_weight_cap, device, amp, seed, threads):
+        self.objective = objective
+        self.size = size
+        self.head = head
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.class_weight = class_weight
+        self.class_weight_power = class_weight_power
+        self.class_weight_cap = class_weight_cap
+        self.device = device
+        self.amp = amp
+        self.seed = seed
+        self.threads = threads
+
+    def resolved(self) -> dict:
+        """Hyper-parameters with ``None`` replaced by the ``size`` preset."""
+        if self.size not in self.PRESETS:
+            raise EdgeseqError(f"{self._NAME} size must be one of {', '.join(self.PRESETS)}, not {self.size!r}")
+        if self.objective not in OBJECTIVES:
+            raise EdgeseqError(f"objective must be 'classification' or 'regression', not {self.objective!r}")
+        preset = self.PRESETS[self.size]
+        out = {k: (preset[k] if v is None and k in preset else v) for k, v in self.get_params().items()}
+        for k, v in preset.items():
+            if out.get(k) is None:
+                out[k] = v
+        return out
+
+    # -- training (host): torch --------------------------------------------------------------
+    def fit(self, windows, side=None, y=None, n_classes: int | None = None, progress=None):
+        """Train on windows ``(B, T[, D])``, side features ``(B, F)`` or None, targets ``y``
+        (class indices, or scores for ``objective="regression"``). ``progress(epoch, epochs,
+        note)`` is called after every epoch."""
+        from .torch_fit import fit_model
+
+        if y is None:
+            raise EdgeseqError(f"{self._NAME}.fit needs targets y")
+        return fit_model(self, self._as3d(windows), None if side is None else np.asarray(side, np.float32),
+                         np.asarray(y), n_classes, progress)
+
+    def class_weights(self, counts: np.ndarray) -> np.ndarray:
+        return balanced_class_weights(counts, self.class_weight, self.class_weight_power, self.class_weight_cap)
+
+    # -- inference (numpy) -------------------------------------------------------------------
+    @staticmethod
+    def _as3d(windows) -> np.ndarray:
+        w = np.asarray(windows, dtype=np.float32)
+        if w.ndim == 2:
+            w = w[:, :, None]
+        if w.ndim != 3:
+            raise EdgeseqError(f"windows must have shape (B, T) or (B, T, D), got {w.shape}")
+        return w
+
+    def _check(self):
+        if not hasattr(self, "head_W2_"):
+            raise RuntimeError(f"{self._NAME}: not fitted; call fit() first")
+
+    def side_features(self, side) -> np.ndarray:
+        """``z``: the side features as the head sees them, ``(B, F)``."""
+        F = len(self.side_center_)
+        if F == 0:
+            return np.zeros((0 if side is None else len(side), 0), np.float32)
+        if side is None:
+            raise EdgeseqError(f"this {self._NAME} reads {F} side features per window (the beats' rr): pass them")
+        s = np.asarray(side, dtype=np.float32)
+        if s.ndim != 2 or s.shape[1] != F:
+            raise EdgeseqError(f"side features must be (B, {F}), got {s.shape}")
+        if not np.isfinite(s).all():
+            bad = np.argwhere(~np.isfinite(s))[0]
+            raise EdgeseqError(f"side feature {bad[1]} of window {bad[0]} is not finite")
+        return np.clip((s - self.side_center_) * self.side_scale_, -SIDE_CLIP, SIDE_CLIP)
+
+    def pooled(self, windows, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """``(last, mean)`` of the core's outputs per window, ``(B, H)`` each."""
+        self._check()
+        w = self._as3d(windows)
+        if w.shape[2] != len(self.in_scale_):
+            raise EdgeseqError(f"this {self._NAME} takes {len(self.in_scale_)} input channels, got {w.shape[2]}")
+        if not np.isfinite(w).all():
+            raise EdgeseqError(f"window {np.argwhere(~np.isfinite(w))[0][0]} contains NaN or inf")
+        last, mean = [], []
+        for i in range(0, len(w), batch_size):
+            h = self.sequence(w[i:i + batch_size] * self.in_scale_)
+            last.append(h[:, -1])
+            mean.append(h.mean(axis=1))
+        H = self.hidden_size
+        return (np.concatenate(last) if last else np.zeros((0, H), np.float32),
+                np.concatenate(mean) if mean else np.zeros((0, H), np.float32))
+
+    def readout(self, last, mean, side=None) -> np.ndarray:
+        """The head on pooled outputs: what a device calls at the end of a streamed window."""
+        self._check()
+        f = np.concatenate([np.asarray(last, np.float32), np.asarray(mean, np.float32),
+                            self.side_features(side) if len(self.side_center_) else
+                            np.zeros((len(last), 0), np.float32)], axis=1)
+        return relu(f @ self.head_W1_ + self.head_b1_) @ self.head_W2_ + self.head_b2_
+
+    def decision_function(self, windows, side=None, progress=None) -> np.ndarray:
+        last, mean = self.pooled(windows)
+        return self.readout(last, mean, side)
+
+    def predict(self, windows, side=None, progress=None) -> np.ndarray:
+        z = self.decision_function(windows, side)
+        return np.argmax(z, axis=1) if self.objective == "classification" else z[:, 0]
+
+    # -- bundle I/O ---------------------------------------------------------------------------
+    COMMON_ARRAYS = ("in_scale", "side_center", "side_scale", "head_W1", "head_b1", "head_W2", "head_b2")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        self._check()
+        names = self.COMMON_ARRAYS + tuple(self.core_array_names())
+        return {k: np.ascontiguousarray(getattr(self, k + "_"), dtype=np.float32) for k in names}
+
+    @classmethod
+    def from_arrays(cls, params: dict, arrays: dict) -> "NeuralSequenceModel":
+        model = cls().set_params(**{k: v for k, v in params.items() if k in cls._HYPER})
+        missing = [k for k in cls.COMMON_ARRAYS if k not in arrays]
+        if missing:
+            raise EdgeseqError(f"{cls._NAME} bundle lacks weight arrays: {', '.join(missing)}")
+        for k in cls.COMMON_ARRAYS:
+            setattr(model, k + "_", np.asarray(arrays[k], np.float32))
+        model._load_core(arrays)
+        missing = [k for k in model.core_array_names() if k not in arrays]
+        if missing:
+            raise EdgeseqError(f"{cls._NAME} bundle lacks weight arrays: {', '.join(missing)}")
+        for k in model.core_array_names():
+            setattr(model, k + "_", np.asarray(arrays[k], np.float32))
+        model._check_shapes()
+        if model.objective == "classification":
+            model.classes_ = np.arange(model.head_W2_.shape[1])
+        return model
+
+    def _check_shapes(self):
+        H, F = self.hidden_size, len(self.side_center_)
+        if self.head_W1_.shape[0] != 2 * H + F or self.side_scale_.shape != (F,):
+            raise EdgeseqError(f"{self._NAME} bundle weights have inconsistent shapes: head_W1 "
+                               f"{self.head_W1_.shape} for hidden size {H} and {F} side features")
+
+    def architecture(self) -> dict:
+        """What an exporter needs beside the arrays (shapes say the rest)."""
+        self._check()
+        return {"kind": self.KIND, "inputs": int(len(self.in_scale_)), "side": int(len(self.side_center_)),
+                "hidden": int(self.hidden_size), "head": int(self.head_W1_.shape[1]),
+                "outputs": int(self.head_W2_.shape[1]), "objective": self.objective,
+                "n_params": int(self.n_params())}
+
+    def n_params(self) -> int:
+        return int(sum(getattr(self, k + "_").size for k in self.core_array_names())
+                   + sum(getattr(self, k).size for k in ("head_W1_", "head_b1_", "head_W2_", "head_b2_")))
