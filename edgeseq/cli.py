@@ -164,8 +164,14 @@ def cmd_export(args) -> int:
         from .data.mitdb import select_records
 
         calibration = (Path(args.calibration), select_records(args.calibration, parse_records(args.records)))
+    neural = manifest["model"].get("kind") in ("lstm", "tcn")
     if args.format == "tflite":
-        from .export.tflite import export_esn_tflite as export
+        if neural:
+            from .export.tflite_neural import export_neural_tflite as export
+        else:
+            from .export.tflite import export_esn_tflite as export
+    elif neural:
+        from .export.onnx_neural import export_neural_onnx as export
     else:
         export = export_esn_onnx
     out = export(args.bundle, args.out, int8=args.int8, calibration=calibration)

@@ -15,6 +15,8 @@ from ..bundle import load_bundle
 from ..errors import EdgeseqError
 
 FORMATS = ("onnx", "tflite")
+#: Model kinds whose exported step graph carries named states (``runtime/neural.py``).
+NEURAL_KINDS = ("lstm", "tcn")
 
 
 def _check(name: str, x, shape: tuple) -> np.ndarray:
@@ -42,6 +44,9 @@ class Model:
         self._backend = backend
         self._T = int(rt["inputs"]["window"]["shape"][1])
         self._F = int(rt["inputs"]["rr"]["shape"][1])
+        self._init_step(rt)
+
+    def _init_step(self, rt: dict) -> None:
         st = rt.get("step_inputs", {})
         self._K = int(st["const"]["shape"][1]) if st else None
         self._N = int(st["state"]["shape"][1]) if st else None
@@ -144,4 +149,8 @@ def load(path, *, task: str | None = None, threads: int = 1):
         from .sequence import load_sequence
 
         return load_sequence(root, threads=threads)
+    if m["model"]["kind"] in NEURAL_KINDS:
+        from .neural import NeuralModel
+
+        return NeuralModel(root, m, _backend(root, rt, threads), bundle.arrays)
     return Model(root, m, _backend(root, rt, threads), bundle.arrays)

@@ -43,9 +43,18 @@ class OnnxBackend:
     def logits(self, windows: np.ndarray, rr: np.ndarray) -> np.ndarray:
         return self.window.run(None, {"window": windows, "rr": rr})[0]
 
-    def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
+    def _step_session(self):
         if self._step is None:  # most devices classify whole windows; load the step graph on demand
             if self._step_path is None:
                 raise EdgeseqError("this exported bundle has no step model")
             self._step = open_session(self._step_path, self._threads)
-        return self._step.run(None, {"u": u, "const": const, "state": state})[0]
+        return self._step
+
+    def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
+        return self._step_session().run(None, {"u": u, "const": const, "state": state})[0]
+
+    def run_step(self, feeds: dict) -> dict:
+        """The step graph on named inputs -> every named output (models with several states)."""
+        s = self._step_session()
+        names = [o.name for o in s.get_outputs()]
+        return dict(zip(names, s.run(names, feeds)))

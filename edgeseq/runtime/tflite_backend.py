@@ -109,3 +109,29 @@ class TFLiteBackend:
             it.set_tensor(ins[name]["index"], np.ascontiguousarray(arr, np.float32))
         it.invoke()
         return it.get_tensor(out).copy()
+
+    def run_step(self, feeds: dict) -> dict:
+        """The step graph on named inputs -> every named output (models with several states);
+        inputs are resized when the batch changes."""
+        if self._step is None or len(self._step) != 2:
+            if self._step_path is None:
+                raise EdgeseqError("this TFLite bundle has no step model")
+            it = open_interpreter(self._step_path, self._threads)
+            self._step = (it, {})
+        it, shapes = self._step
+        ins = {d["name"]: d for d in it.get_input_details()}
+        missing = set(ins) - set(feeds)
+        if missing:
+            raise EdgeseqError(f"{self._step_path}: step inputs {sorted(missing)} not given")
+        want = {k: list(np.shape(feeds[k])) for k in ins}
+        if want != shapes:
+            for k, shape in want.items():
+                if list(ins[k]["shape"]) != shape:
+                    it.resize_tensor_input(ins[k]["index"], shape)
+            it.allocate_tensors()
+            shapes.clear()
+            shapes.update(want)
+        for k, d in ins.items():
+            it.set_tensor(d["index"], np.ascontiguousarray(feeds[k], d["dtype"]))
+        it.invoke()
+        return {d["name"]: it.get_tensor(d["index"]).copy() for d in it.get_output_details()}
