@@ -75,10 +75,7 @@ def _build_model(kind: str, seed: int, params: dict | None, *, size: str | None 
                 params.setdefault("units", ESN_FULL_UNITS)
         else:
             params.setdefault("size", size)
-    try:
-        return cls(seed=seed, **params)
-    except TypeError as exc:
-        raise EdgeseqError(f"bad hyper-parameter for model {kind!r}: {exc}") from None
+    return cls(seed=seed).set_params(**params)  # an unknown name: one line listing the known ones
 
 
 def _fit_progress(est, label: str, n_beats: int, enabled: bool):
