@@ -148,6 +148,10 @@ def cmd_export(args) -> int:
                            "export the training bundle it came from")
     # Sequence models: from edgeseq.from_reservoirpy, and the balance window ESNs.
     if manifest["model"].get("kind") == "reservoirpy" or manifest.get("task") == "balance":
+        if manifest["model"].get("kind") in ("lstm", "tcn"):
+            raise EdgeseqError(f"bundle {args.bundle}: balance {manifest['model']['kind']} bundles are not "
+                               "exportable yet (the exporters take one-channel beat windows); `edgeseq serve` "
+                               "runs this training bundle on the numpy reference")
         if args.int8:
             raise EdgeseqError(f"{manifest.get('task')} bundles export to float32 only, for now")
         if args.format == "tflite":

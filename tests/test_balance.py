@@ -122,3 +122,49 @@ def test_balance_cli_errors(hbedb, tmp_path, capsys, score_bundle):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("edgeseq: error:") and msg in err, err
+
+
+@pytest.fixture(scope="module")
+def tcn_condition_bundle(hbedb, tmp_path_factory):
+    pytest.importorskip("torch")
+    from edgeseq.tasks import balance
+
+    return balance.train(hbedb, target="surface", out=tmp_path_factory.mktemp("bal") / "tcn.bundle", model="tcn",
+                         progress=False, params={"channels": 8, "blocks": 4, "epochs": 8})
+
+
+def test_tcn_balance_bundle_learns_surface_and_serves(hbedb, tcn_condition_bundle, tmp_path):
+    from edgeseq.bridge.pipelines import open_pipeline
+    from edgeseq.data.hbedb import list_trials, load_trial
+    from edgeseq.tasks import balance
+
+    b, prep, est = balance.load_model(tcn_condition_bundle)
+    assert b.manifest["model"]["kind"] == "tcn" and b.manifest["labels"] == ["Firm", "Foam"]
+    assert b.manifest["model"]["architecture"]["inputs"] == 4 and b.manifest["model"]["architecture"]["side"] == 0
+    # on its own training trials it tells foam from firm (the sway shows it plainly)
+    names = list_trials(hbedb)[:40]
+    ws = balance.load_windows(hbedb, prep, "surface", names=names, progress=False)
+    acc = np.mean(est.predict(ws.X) == ws.y[ws.trial])
+    assert acc > 0.75
+    # the training bundle runs in the bridge's window pipeline, one prediction per window
+    trial = load_trial(hbedb, names[0])
+    pipe = open_pipeline(tcn_condition_bundle)
+    from edgeseq.bridge.tracker import Block
+
+    blk = Block(first_index=0, samples=trial.forces, lost_before=0, device_time_us=0, arrival=0.0)
+    preds = pipe.feed(blk)
+    X, _, _ = prep.windows(trial.forces)
+    assert len(preds) == len(X)
+    np.testing.assert_array_equal([p.label_index for p in preds], est.predict(X))
+
+
+def test_balance_lstm_cv_and_export_refusal(hbedb, tcn_condition_bundle, tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "cv.json"
+    assert main(["cv", "balance", "--model", "lstm", "--data", str(hbedb), "--target", "Best_T", "--json", str(out),
+                 "--quiet", "--param", "hidden=8", "--param", "epochs=2"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["model"] == "lstm" and rep["n_subjects"] == 17 and 0 < rep["mae"] < 5
+    assert "LSTM" in capsys.readouterr().out
+    assert main(["export", str(tcn_condition_bundle), "--out", str(tmp_path / "x")]) == 2
+    assert "not exportable yet" in capsys.readouterr().err

@@ -194,7 +194,14 @@ class WindowPipeline(_Base):
             self.hop = max(1, int(round((hop_s or window_s or 1.0) * self.sample_rate)))
             self._inputs = lambda raw: raw.astype(np.float32)
             self.channels = int(params["inputs"])
-        if "runtime" in m:
+        if m["model"].get("kind") in ("lstm", "tcn") and "runtime" not in m:
+            # A trained LSTM/TCN balance bundle: one prediction per window from the numpy reference.
+            from ..models import model_class
+
+            est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], load_bundle(bundle_path).arrays)
+            self._run = lambda X: est.decision_function(X[None])
+            self._mean_output = False
+        elif "runtime" in m:
             from ..runtime import load
 
             self._run = load(bundle_path, threads=threads).run

@@ -68,9 +68,26 @@ def _window_shape(m: dict, root: Path, window_steps: int | None) -> tuple[int, i
     return T, D, T
 
 
+def _neural_stats(m: dict, arrays: dict, steps: int) -> dict:
+    """LSTM/TCN: the core's MACs every step, the head's once per window."""
+    kind = m["model"]["kind"]
+    names = [k for k in arrays if k.startswith(("lstm_", "tcn_", "head_"))]
+    params = sum(int(np.size(arrays[k])) for k in names)
+    nonzero = sum(int(np.count_nonzero(arrays[k])) for k in names)
+    # every weight matrix of the core is used once per step (TCN: all K taps of every block)
+    core = sum(int(np.size(arrays[k])) for k in names
+               if k.startswith(("lstm_Wih", "lstm_Whh", "tcn_W", "tcn_P")))
+    head = int(np.size(arrays["head_W1"]) + np.size(arrays["head_W2"]))
+    width = arrays["lstm_Whh0"].shape[1] if kind == "lstm" else arrays["tcn_W0"].shape[0]
+    return {"params": params, "nonzero_params": nonzero, "units": int(width), "macs_per_step": core,
+            "macs_per_window": steps * core + head}
+
+
 def model_stats(m: dict, arrays: dict, steps: int) -> dict:
     """Parameters (every weight the runtime multiplies or adds, dense as exported), nonzeros, and
     multiply-accumulates per step and per window."""
+    if m["model"].get("kind") in ("lstm", "tcn"):
+        return _neural_stats(m, arrays, steps)
     W, Win, Wout = arrays["W"], arrays["Win"], arrays["Wout"]
     N = W.shape[0]
     params = sum(int(np.size(arrays[k])) for k in ("W", "Win", "bias", "Wout", "bout") if k in arrays)
@@ -110,11 +127,15 @@ class _Runner:
                 b = load_bundle(root, task="ecg")
                 est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], b.arrays)
                 self.window = lambda: est.decision_function(w, r)
-                W, Win, bias, lr = est.W_.astype(np.float32), est.Win_.astype(np.float32), est.bias_.astype(np.float32), \
-                    np.float32(est.lr)
-                x = np.zeros(W.shape[0], np.float32)
-                u = np.concatenate([[0.1], np.ones(Win.shape[1] - 1)]).astype(np.float32)
-                self.step = lambda: (1 - lr) * x + lr * np.tanh(W @ x + Win @ u + bias)
+                if hasattr(est, "stream"):  # LSTM/TCN: one sample through the step form
+                    stream, u1 = est.stream(1), np.array([[0.1]], np.float32)
+                    self.step = lambda: stream.push(u1)
+                else:
+                    W, Win, bias, lr = est.W_.astype(np.float32), est.Win_.astype(np.float32), \
+                        est.bias_.astype(np.float32), np.float32(est.lr)
+                    x = np.zeros(W.shape[0], np.float32)
+                    u = np.concatenate([[0.1], np.ones(Win.shape[1] - 1)]).astype(np.float32)
+                    self.step = lambda: (1 - lr) * x + lr * np.tanh(W @ x + Win @ u + bias)
                 wb, rb = np.repeat(w, 256, 0), np.repeat(r, 256, 0)
                 self.batched = (lambda: est.decision_function(wb, rb), 256)
             elif runtime == "tflm":
@@ -123,10 +144,13 @@ class _Runner:
                 from ..runtime import load
 
                 model = load(root, task="ecg", threads=threads)
-                K = model._K or 4
-                u, c = np.array([[0.1]], np.float32), np.ones((1, K), np.float32)
+                u = np.array([[0.1]], np.float32)
                 self.window = lambda: model.logits(w, r)
-                self.step = lambda: model.step(u, c)
+                if hasattr(model, "initial_state"):  # LSTM/TCN: named states kept by the model
+                    self.step = lambda: model.step(u)
+                else:
+                    c = np.ones((1, model._K or 4), np.float32)
+                    self.step = lambda: model.step(u, c)
                 wb, rb = np.repeat(w, 256, 0), np.repeat(r, 256, 0)
                 self.batched = (lambda: model.logits(wb, rb), 256)
         else:
@@ -159,7 +183,9 @@ class _Runner:
 
         self.window = window
         st = open_tflm(root / rt["step"])
-        feed = [np.full(tuple(d["shape"]), 0.1, np.float32) for d in st.inputs]
+        # an integer input is a ring-buffer position (TCN): 0 is valid
+        feed = [np.full(tuple(d["shape"]), 0.1 if np.dtype(d.get("dtype", np.float32)).kind == "f" else 0,
+                        d.get("dtype", np.float32)) for d in st.inputs]
 
         def step():
             for i, x in enumerate(feed):
@@ -342,7 +368,8 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
     peak = matmul_peak_macs(threads)
     out = {
         "bundle": str(root), "task": m["task"], "runtime": runtime,
-        "precision": (rt or {}).get("precision", "float64" if fmt == "numpy" else "float32"),
+        "precision": (rt or {}).get("precision", "float64" if fmt == "numpy" and m["model"].get("kind") == "esn"
+                                   else "float32"),
         "threads": int(threads), "n": int(n), "warmup": int(warmup),
         "window": {"steps": steps, "inputs": D, "samples": samples, "sample_rate": fs},
         "latency_us": {"window": w, "step": s},

@@ -74,11 +74,29 @@ def load_windows(data_dir, prep: BalancePreprocessing, target: str, *, names=Non
     return WindowSet(np.concatenate(Xs), np.concatenate(Ss), np.concatenate(idx), trials, y, labels)
 
 
-def _model(target: str, seed: int, params: dict | None):
-    from ..models.esn_window import ESNWindowModel
+MODELS = ("esn", "lstm", "tcn")
 
-    return ESNWindowModel(objective="classification" if target in CLASS_TARGETS else "regression",
-                          seed=seed).set_params(**(params or {}))
+
+def _model(target: str, seed: int, params: dict | None, kind: str = "esn", *, size: str | None = None,
+           device: str | None = None):
+    """The window model for ``target``: the ESN (mean-state ridge readout) or a trained LSTM/TCN
+    (``size``, ``device`` as the CLI's ``--size``/``--device``; explicit ``params`` win)."""
+    objective = "classification" if target in CLASS_TARGETS else "regression"
+    if kind not in MODELS:
+        raise EdgeseqError(f"balance models: {', '.join(MODELS)} (got {kind!r})")
+    params = dict(params or {})
+    if kind == "esn":
+        from ..models.esn_window import ESNWindowModel
+
+        if size == "full":
+            params.setdefault("units", 5000)
+        return ESNWindowModel(objective=objective, seed=seed).set_params(**params)
+    from ..models import model_class
+
+    extra = {k: v for k, v in (("size", size), ("device", device)) if v is not None}
+    # Balance windows are 10 s at 25 Hz and a few thousand per data set: more epochs than for beats.
+    return model_class(kind)(objective=objective, seed=seed, epochs=40 if size != "full" else None,
+                             class_weight=None).set_params(**{**extra, **params})
 
 
 def _per_trial(values: np.ndarray, trial: np.ndarray, n: int) -> np.ndarray:
@@ -89,33 +107,40 @@ def _per_trial(values: np.ndarray, trial: np.ndarray, n: int) -> np.ndarray:
 
 
 def train(data_dir, *, target: str, out, model: str = "esn", seed: int = 0, params: dict | None = None,
-          progress: bool = True):
-    if model != "esn":
-        raise EdgeseqError(f"balance models: esn (got {model!r})")
+          progress: bool = True, size: str | None = None, device: str | None = None):
+    est = _model(target, seed, params, model, size=size, device=device)
     prep = BalancePreprocessing()
     ws = load_windows(data_dir, prep, target, progress=progress)
-    est = _model(target, seed, params)
     y = ws.y[ws.trial]
-    show = Progress("reservoir states", len(ws.X), enabled=progress)
-    est.fit(ws.X, y, n_classes=len(ws.labels) or None, progress=show)
+    if model == "esn":
+        est.fit(ws.X, y, n_classes=len(ws.labels) or None,
+                progress=Progress("reservoir states", len(ws.X), enabled=progress))
+        section = {"kind": "esn", "params": est.sequence_params()}
+    else:
+        est.fit(ws.X, None, y, n_classes=len(ws.labels) or None,
+                progress=Progress(f"{model} epochs", est.resolved()["epochs"], enabled=progress, every=True))
+        section = {"kind": model, "params": est.get_params(), "architecture": est.architecture()}
     manifest = {"task": TASK, "target": target, "sample_rate": prep.sample_rate, "labels": ws.labels,
                 "channels": ["top_left", "top_right", "bottom_left", "bottom_right"], "units": "N",
                 "score_range": list(_score_range(target, ws.y)) if not ws.labels else None,
                 "preprocessing": prep.config(),
-                "model": {"kind": "esn", "params": est.sequence_params()},
+                "model": section,
                 "training": {"data": str(data_dir), "trials": [t.name for t in ws.trials],
                              "subjects": sorted({t.subject for t in ws.trials}, key=_natural),
-                             "n_windows": int(len(ws.X))}}
+                             "n_windows": int(len(ws.X)), **getattr(est, "training_", {})}}
     return write_bundle(out, manifest, est.to_arrays())
 
 
 def load_model(bundle_path):
     """``(bundle, preprocessing, estimator)`` from a verified balance bundle."""
+    from ..models import model_class
     from ..models.esn_window import ESNWindowModel
 
     b = load_bundle(bundle_path, task=TASK)
     prep = BalancePreprocessing.from_config(b.manifest["preprocessing"])
-    return b, prep, ESNWindowModel.from_arrays(b.manifest["model"]["params"], b.arrays)
+    kind = b.manifest["model"]["kind"]
+    cls = ESNWindowModel if kind == "esn" else model_class(kind)
+    return b, prep, cls.from_arrays(b.manifest["model"]["params"], b.arrays)
 
 
 def _natural(s: str):
@@ -176,12 +201,12 @@ def _fit_logistic(Z, y, k, alpha):
 # ---- cross-validation -------------------------------------------------------------------------
 
 def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, params: dict | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, size: str | None = None, device: str | None = None) -> dict:
     """Leave-one-subject-out: every subject is predicted by models that never saw any of its
     trials. The reservoir is drawn once (it is fixed, untrained), so states are computed once and
-    each fold fits only the readouts; the baseline is fitted on the same folds."""
-    if model != "esn":
-        raise EdgeseqError(f"balance models: esn (got {model!r})")
+    each fold fits only the readouts; an LSTM or TCN is trained anew per fold. The baseline is
+    fitted on the same folds."""
+    est = _model(target, seed, params, model, size=size, device=device)
     prep = BalancePreprocessing()
     ws = load_windows(data_dir, prep, target, progress=progress)
     subj = ws.subjects
@@ -190,21 +215,26 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
         raise EdgeseqError(f"leave-subject-out needs at least 3 subjects, found {len(groups)} in {data_dir}")
     classify = bool(ws.labels)
     k = len(ws.labels)
-    est = _model(target, seed, params)
-    est.init_reservoir(ws.X.shape[2])
-    feats = est.reservoir_features(ws.X, Progress("reservoir states", len(ws.X), enabled=progress))
+    esn = model == "esn"
+    if esn:
+        est.init_reservoir(ws.X.shape[2])
+        feats = est.reservoir_features(ws.X, Progress("reservoir states", len(ws.X), enabled=progress))
     Zs = _sway_design(ws.sway)
     n = len(ws.trials)
     yw = ws.y[ws.trial]
     out_dim = k if classify else 1
-    esn_w, base_w = np.zeros((len(feats), out_dim)), np.zeros((len(feats), out_dim))
+    esn_w, base_w = np.zeros((len(ws.X), out_dim)), np.zeros((len(ws.X), out_dim))
     const_t = np.zeros(n)
     show = Progress("folds (leave one subject out)", len(groups), enabled=progress)
     for f, g in enumerate(groups):
         test_t = subj == g
         test_w = test_t[ws.trial]
-        est.fit_readout(feats[~test_w], yw[~test_w], n_classes=k or None)
-        esn_w[test_w] = est.decision_function_from_features(feats[test_w])
+        if esn:
+            est.fit_readout(feats[~test_w], yw[~test_w], n_classes=k or None)
+            esn_w[test_w] = est.decision_function_from_features(feats[test_w])
+        else:
+            est.fit(ws.X[~test_w], None, yw[~test_w], n_classes=k or None)
+            esn_w[test_w] = est.decision_function(ws.X[test_w])
         if classify:
             base_w[test_w] = _fit_logistic(Zs[~test_w], yw[~test_w], k, alpha=1e-2)(Zs[test_w])
         else:
@@ -213,7 +243,7 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
         show(f + 1, note=f"subject {g}")
     esn_t, base_t = _per_trial(esn_w, ws.trial, n), _per_trial(base_w, ws.trial, n)
     rep = {"task": TASK, "target": target, "model": model, "n_trials": n, "n_subjects": len(groups),
-           "n_windows": int(len(feats)), "window_s": prep.window_s, "hop_s": prep.hop_s,
+           "n_windows": int(len(ws.X)), "window_s": prep.window_s, "hop_s": prep.hop_s,
            "cv": "leave-one-subject-out", "seed": seed, "data": str(data_dir)}
     if classify:
         from ..metrics import confusion
@@ -254,16 +284,17 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
 def format_report(rep: dict) -> str:
     lines = [f"balance {rep['target']}: {rep['cv']} over {rep['n_subjects']} subjects, {rep['n_trials']} trials "
              f"({rep['n_windows']} windows of {rep['window_s']:g} s)"]
+    name = str(rep.get("model", "esn")).upper()
     if "accuracy" in rep:
         lines.append(f"{'':12}{'trial acc %':>12}{'window acc %':>14}")
-        lines.append(f"{'ESN':12}{100 * rep['accuracy']:12.1f}{100 * rep['window']['accuracy']:14.1f}")
+        lines.append(f"{name:12}{100 * rep['accuracy']:12.1f}{100 * rep['window']['accuracy']:14.1f}")
         b = rep["baseline"]
         lines.append(f"{'baseline':12}{100 * b['accuracy']:12.1f}{100 * b['window']['accuracy']:14.1f}")
     else:
         lines.append(f"{'':12}{'trial MAE':>10}{'% of range':>12}{'window MAE':>12}")
-        for name, r in (("ESN", rep), ("baseline", rep["baseline"]), ("constant", rep["constant"])):
+        for label, r in ((name, rep), ("baseline", rep["baseline"]), ("constant", rep["constant"])):
             w = r.get("window", {}).get("mae")
-            lines.append(f"{name:12}{r['mae']:10.2f}{r['mae_pct_range']:12.1f}" + (f"{w:12.2f}" if w is not None else ""))
+            lines.append(f"{label:12}{r['mae']:10.2f}{r['mae_pct_range']:12.1f}" + (f"{w:12.2f}" if w is not None else ""))
         lo, hi = rep["observed_range"]
         lines.append(f"scores in these data span {lo:g}-{hi:g} of {rep['score_range'][0]:g}-{rep['score_range'][1]:g}")
     return "\n".join(lines)
