@@ -62,8 +62,8 @@ def test_render_synthetic(tmp_path):
     assert "float32 **8.0x**" in text
     assert "| `step` loop over the 126 samples (CSR W) | 25.0x | 3.8x | 25.0x |" in text
     assert "**20.0x** (p50): **met**" in text and "int8 p99 **800 us**: **met**" in text
-    assert "| ESN | 50,977 | **94.0** | 50.0/25.0 |" in text and "105 kB | 100 / 800 |" in text
-    assert "| LSTM | pending" in text and "| TCN | pending" in text
+    assert "| ESN | 50,977 | **94.0** | 50.0/25.0 |" in text
+    assert "| LSTM | not run |" in text and "| TCN | not run |" in text
     assert "`python tools/bench/beat_inference.py --n-beats 10`" in text
     assert "No results yet: run `python tools/bench/bridge.py" in text  # no bridge.json here
     assert rep.render(rep.load_results(tmp_path / "results")) == text  # deterministic

@@ -22,11 +22,12 @@ KNOWN_COMMANDS = {
     "esn_speed": "python tools/bench/esn_speed.py --data ../shared/data/mitdb --json tools/bench/results/esn_speed.json",
     "beat_inference": "python tools/bench/beat_inference.py",
     "cv_ds1_esn": "edgeseq cv ecg --model esn --data ../shared/data/mitdb --json tools/bench/results/cv_ds1_esn.json",
+    "models_ds1": "python tools/bench/compare_models.py build",
     "bridge": "python tools/bench/bridge.py --ecg-bundle BUNDLE",
     "qrs_ds1": "python tools/bench/qrs_ds1.py --data ../shared/data/mitdb --json tools/bench/results/qrs_ds1.json",
 }
 MODELS = ("esn", "lstm", "tcn")
-SECTION_FILES = {"esn_speed", "beat_inference", "bridge", "qrs_ds1", "profile_ecg"}  # cv_ds1_* too
+SECTION_FILES = {"esn_speed", "beat_inference", "bridge", "qrs_ds1", "profile_ecg", "models_ds1"}  # cv_ds1_* too
 PER_BEAT_ROWS = (
     ("edgeseq_onnx_int8", "edgeseq int8 ONNX runtime"),
     ("edgeseq_onnx_float", "edgeseq float ONNX runtime"),
@@ -187,44 +188,75 @@ def section_per_beat(results: dict) -> list[str]:
     return lines + [""]
 
 
-def section_models(results: dict) -> list[str]:
-    lines = ["## (c) Model comparison: ESN, LSTM, TCN", ""]
-    cv = {}
+def _cv_runs(results: dict) -> dict:
+    """``{n_folds: {kind: (file stem, data)}}`` of the DS1 cross-validation JSONs."""
+    runs: dict = {}
     for name, data in results.items():
         if name.startswith("cv_ds1_"):
-            cv[(data.get("model") or {}).get("kind", name[len("cv_ds1_"):])] = (name, data)
-    bi = results.get("beat_inference")
-    labels = ("N", "S", "V", "F", "Q")
-    lines += ["DS1 leave-one-record-out cross-validation (22 records, one patient each), per-class Se/+P in %; "
-              "int8 ONNX model size and per-beat latency (one core, one beat per call) from (b).", "",
-              "| model | beats | accuracy % | " + " | ".join(f"{c} Se/+P" for c in labels)
-              + " | int8 size | p50 / p99 us |", "|---" * (len(labels) + 5) + "|"]
-    for kind in MODELS + tuple(sorted(k for k in cv if k not in MODELS)):
-        if kind not in cv:
-            lines.append(f"| {kind.upper()} | pending: arrives with a later issue |" + " |" * (len(labels) + 3))
+            kind = (data.get("model") or {}).get("kind", name[len("cv_ds1_"):].split("_")[0])
+            runs.setdefault(int(data.get("n_folds", 22)), {})[kind] = (name, data)
+    return runs
+
+
+def _cv_table(runs: dict, labels) -> list[str]:
+    out = ["| model | beats | accuracy % | " + " | ".join(f"{c} Se/+P" for c in labels) + " | CV time |",
+           "|---" * (len(labels) + 4) + "|"]
+    for kind in MODELS + tuple(sorted(k for k in runs if k not in MODELS)):
+        if kind not in runs:
+            out.append(f"| {kind.upper()} | not run |" + " |" * (len(labels) + 2))
             continue
-        _, d = cv[kind]
+        _, d = runs[kind]
         cls = d["classes"]
         cells = [f"{pct(cls[c]['se'])}/{pct(cls[c]['ppv'])}" if c in cls else "" for c in labels]
-        size = lat = ""
-        if bi and bi["bundle"].get("model") == kind:
-            size = kb(bi["bundle"]["int8_onnx_bytes"])
-            e8 = bi["per_beat"]["edgeseq_onnx_int8"]
-            lat = f"{us(e8['p50_us'])} / {us(e8['p99_us'])}"
-        lines.append(f"| {kind.upper()} | {d['n_beats']:,} | **{pct(d['accuracy'])}** | " + " | ".join(cells)
-                     + f" | {size} | {lat} |")
-    lines.append("")
-    for kind in sorted(cv):
-        name, d = cv[kind]
-        took = f"{d['seconds']:.0f} s: " if "seconds" in d else ""
-        lines.append(f"- {kind.upper()} cross-validation ({took}`{name}.json`): {command(name, d)}")
-    if bi:
-        lines.append(f"- Size and latency (`beat_inference.json`): {command('beat_inference', bi)}")
-    missing = [k.upper() for k in MODELS if k not in cv]
-    if missing:
-        lines += ["", f"{' and '.join(missing)}: pending; their rows fill in from `cv_ds1_<model>.json` once "
-                      "those models exist (a later issue)."]
-    return lines + [""]
+        took = f"{d['seconds']:,.0f} s" if "seconds" in d else ""
+        out.append(f"| {kind.upper()} | {d['n_beats']:,} | **{pct(d['accuracy'])}** | " + " | ".join(cells)
+                   + f" | {took} |")
+    return out
+
+
+def section_models(results: dict) -> list[str]:
+    lines = ["## (c) Model comparison: ESN, LSTM, TCN", ""]
+    labels = ("N", "S", "V", "F", "Q")
+    runs = _cv_runs(results)
+    for k in sorted(runs, reverse=True):
+        what = "leave-one-record-out" if k == 22 else f"record-grouped {k}-fold"
+        lines += [f"DS1 {what} cross-validation (22 records, one patient each; no record in two folds), "
+                  "per-class Se/+P in %:", "", *_cv_table(runs[k], labels), ""]
+        for kind in sorted(runs[k]):
+            name, d = runs[k][kind]
+            lines.append(f"- {kind.upper()} (`{name}.json`): {command(name, d)}")
+        lines.append("")
+    if not runs:
+        lines += ["No cross-validation results yet: run `python tools/bench/compare_models.py cv`.", ""]
+    md = results.get("models_ds1")
+    if md:
+        lines += [f"Trained on all {md['n_beats']:,} DS1 beats, exported, and scored on the same beats (so "
+                  "intra-patient: this compares formats, not patients). Latency: one beat per call, one thread, "
+                  "`edgeseq profile`'s window timing. Rule: every per-class Se and +P of the int8 export within "
+                  "1 point of its float export.", "",
+                  f"Command: {command('models_ds1', md)}", "",
+                  "| model | parameters | training | int8 ONNX file (vs float) | int8 TFLite file (vs float) | "
+                  "ONNX float / int8 p50 us | TFLite float / int8 p50 us | int8 rule ONNX / TFLite | "
+                  "same label int8 vs float ONNX / TFLite |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for kind in MODELS:
+            r = md["models"].get(kind)
+            if not r:
+                continue
+            e = r["exports"]
+            oq, tq = e["onnx_int8"], e["tflite_int8"]
+
+            def rule(x):
+                return f"{'met' if x['rule_vs_float']['met'] else 'NOT met'} ({x['rule_vs_float']['max_class_diff_points']:.2f})"
+
+            lines.append(
+                f"| {kind.upper()} | {r['n_params']:,} | {r['train_seconds']:.0f} s | {kb(oq['bytes'])} "
+                f"({100 * oq['size_vs_float']:.0f}%) | {kb(tq['bytes'])} ({100 * tq['size_vs_float']:.0f}%) | "
+                f"{us(e['onnx_float32']['latency_us']['p50_us'])} / {us(oq['latency_us']['p50_us'])} | "
+                f"{us(e['tflite_float32']['latency_us']['p50_us'])} / {us(tq['latency_us']['p50_us'])} | "
+                f"{rule(oq)} / {rule(tq)} | {pct(oq['same_label_as_float'])} / {pct(tq['same_label_as_float'])} |")
+        lines.append("")
+    return lines
 
 
 def section_bridge(results: dict) -> list[str]:
