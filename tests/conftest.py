@@ -28,3 +28,18 @@ def small_bundle(tmp_path_factory, sample):
     out = tmp_path_factory.mktemp("bundles") / "small.bundle"
     ecg.train(sample, ["119", "201", "223"], out=out, seed=1, params={"units": 60}, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def neural_bundles(tmp_path_factory, sample):
+    """Tiny LSTM (two layers) and TCN bundles trained once on shipped excerpts (needs torch)."""
+    pytest.importorskip("torch")
+    from edgeseq.tasks import ecg
+
+    root = tmp_path_factory.mktemp("neural")
+    out = {}
+    for kind, params in (("lstm", {"hidden": 12, "layers": 2, "epochs": 1}),
+                         ("tcn", {"channels": 8, "blocks": 4, "epochs": 1})):
+        out[kind] = ecg.train(sample, ["119", "201", "223"], out=root / f"{kind}.bundle", model=kind, seed=1,
+                              params=params, progress=False)["bundle"]
+    return out

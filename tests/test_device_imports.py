@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ["scipy", "reservoirpy", "torch", "tensorflow", "wfdb", "matplotlib", "pandas", "sklearn"]
 
 SCRIPT = r"""
@@ -58,9 +60,16 @@ print(json.dumps({"predictions": len(preds), "modules": sorted(sys.modules)}))
 """
 
 
-def test_bridge_serve_path_imports_only_device_dependencies(small_bundle):
-    """``edgeseq serve`` on the board: numpy, pyserial and a runtime; no training framework."""
-    out = subprocess.run([sys.executable, "-c", BRIDGE_SCRIPT, str(small_bundle)], capture_output=True, text=True)
+def _bundle(request, kind):
+    return request.getfixturevalue("small_bundle") if kind == "esn" else request.getfixturevalue("neural_bundles")[kind]
+
+
+@pytest.mark.parametrize("kind", ["esn", "lstm", "tcn"])
+def test_bridge_serve_path_imports_only_device_dependencies(request, kind):
+    """``edgeseq serve`` on the board: numpy, pyserial and a runtime; no training framework (an
+    LSTM or TCN training bundle runs on its numpy reference: no torch either)."""
+    out = subprocess.run([sys.executable, "-c", BRIDGE_SCRIPT, str(_bundle(request, kind))], capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["predictions"] >= 30
@@ -76,9 +85,11 @@ print(json.dumps({"p50": res["latency_us"]["window"]["p50"], "modules": sorted(s
 """
 
 
-def test_profiler_runs_on_the_device_path(small_bundle):
+@pytest.mark.parametrize("kind", ["esn", "lstm", "tcn"])
+def test_profiler_runs_on_the_device_path(request, kind):
     """``edgeseq profile`` runs on the board: no training framework, no plotting library."""
-    out = subprocess.run([sys.executable, "-c", PROFILE_SCRIPT, str(small_bundle)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", PROFILE_SCRIPT, str(_bundle(request, kind))], capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["p50"] > 0
