@@ -74,11 +74,10 @@ import numpy as np
 
 from . import source_bundle
 from ..bundle import WEIGHTS, sha256_file, write_bundle
-from ..errors import EdgeseqError
 from ..models.neural import SIDE_CLIP
+from .neural import neural_model, neural_runtime_section, step_states
 from .onnx import MODEL, OPSET, QOPSET, STEP, _agreement, _calibration_beats, _init, _qweight
 
-KINDS = ("lstm", "tcn")
 #: Gate blocks of PyTorch's ``i, f, g, o`` rows in the order each graph wants them: the ONNX
 #: ``LSTM`` op reads ``i, o, f, c``; the explicit cell ``i, f, o, g`` (one Sigmoid over 3H).
 ONNX_GATES = (0, 3, 1, 2)
@@ -89,30 +88,12 @@ WINDOW_FORMS = {"lstm": ("lstm_op", "scan"), "tcn": ("conv", "taps")}
 # -- the bundle's arrays ---------------------------------------------------------------------------
 
 def _parts(manifest: dict, arrays: dict) -> dict:
-    """Weights and shapes of a neural bundle, checked (the numpy model's own shape checks)."""
-    from ..models import model_class
-
-    kind = manifest["model"]["kind"]
-    if kind not in KINDS:
-        raise EdgeseqError(f"this exporter takes LSTM and TCN bundles, this one is {kind!r}")
-    est = model_class(kind).from_arrays(manifest["model"]["params"], arrays)
-    if est.objective != "classification":
-        raise EdgeseqError("ONNX export of beat classifiers takes classification models only")
+    """Weights and shapes of a neural bundle, checked (``export.neural.neural_model``)."""
+    est, T, F = neural_model(manifest, arrays, "ONNX")
     a = {k: np.asarray(v, np.float32) for k, v in est.to_arrays().items()}
-    D = len(a["in_scale"])
-    if D != 1:
-        raise EdgeseqError(f"ONNX export supports single-channel windows, this model has {D} inputs")
-    inp = manifest["model"].get("input", {})
-    T = int(inp.get("window_length", 0))
-    if not T:
-        raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
-    F = len(inp.get("rr_features", [])) or len(a["side_center"])
-    side = len(a["side_center"])
-    if side not in (0, F):
-        raise EdgeseqError(f"the model reads {side} side features but the bundle's beats carry {F} rr features")
-    p = {"kind": kind, "a": a, "T": T, "F": F, "side": side, "H": int(est.hidden_size),
-         "C": int(a["head_W2"].shape[1]), "D": D}
-    if kind == "lstm":
+    p = {"kind": est.KIND, "est": est, "a": a, "T": T, "F": F, "side": F, "H": int(est.hidden_size),
+         "C": int(a["head_W2"].shape[1]), "D": 1}
+    if est.KIND == "lstm":
         p["L"] = est.n_layers
     else:
         p.update(L=est.n_blocks, K=est.kernel_size, proj=est.has_projection,
@@ -356,13 +337,6 @@ def build_window_model(p: dict, form: str | None = None, quant: dict | None = No
 
 # -- step graph --------------------------------------------------------------------------------------
 
-def step_states(p: dict) -> dict:
-    """State name -> shape after ``B``, in the order the runtime feeds them."""
-    if p["kind"] == "lstm":
-        return {f"{k}{l}": [p["H"]] for l in range(p["L"]) for k in ("h", "c")}
-    return {f"buf{l}": [n, p["D"] if l == 0 else p["H"]] for l, n in enumerate(p["lens"])}
-
-
 def build_step_model(p: dict):
     """The STEP graph: ``u [B, 1]`` plus the states (and for the TCN ``pos`` int32 [1]) -> ``out``
     ``[B, H]`` plus ``<state>_out``. Always float."""
@@ -372,7 +346,7 @@ def build_step_model(p: dict):
     g = _Graph()
     g.inits.append(_init("in_scale", a["in_scale"]))
     x = g.node("Mul", ["u", "in_scale"], ["x"])
-    states = step_states(p)
+    states = step_states(p["est"])
     if p["kind"] == "lstm":
         for l in range(p["L"]):
             g.node("MatMul", [x, g.weight(f"WihT{l}", _gates(a[f"lstm_Wih{l}"], CELL_GATES).T)], [f"gxm{l}"])
@@ -505,28 +479,6 @@ def build_int8_window_model(p: dict, windows, rr, plan: dict | None = None):
 
 # -- bundle ------------------------------------------------------------------------------------------
 
-def neural_runtime_section(p: dict, fmt: str, *, int8: bool, model: str, step: str, graph_form: str,
-                           source_sha256: str) -> dict:
-    """The manifest ``runtime`` section of an exported LSTM or TCN (``edgeseq/runtime/neural.py``)."""
-    def f32(*shape):
-        return {"shape": list(shape), "dtype": "float32"}
-
-    states = step_states(p)
-    rt = {
-        "format": fmt, "precision": "int8" if int8 else "float32", "model": model, "step": step,
-        "graph_form": graph_form, "source_sha256": source_sha256,
-        "inputs": {"window": f32("B", p["T"]), "rr": f32("B", p["F"])},
-        "outputs": {"logits": f32("B", p["C"])},
-        "step_inputs": {"u": f32("B", p["D"]), **{k: f32("B", *s) for k, s in states.items()}},
-        "step_outputs": {"out": f32("B", p["H"]), **{k + "_out": f32("B", *s) for k, s in states.items()}},
-        "state": list(states),
-    }
-    if p["kind"] == "tcn":
-        rt["step_inputs"]["pos"] = {"shape": [1], "dtype": "int32"}
-        rt["step_counter"] = {"name": "pos", "modulo": max(p["lens"])}
-    return rt
-
-
 def _quantization_record(p: dict, quant: dict, n_beats: int, agree: float) -> dict:
     """The manifest's ``runtime.quantization``: what is stored and computed at which width."""
     rec = {"tool": "edgeseq.export.onnx_neural", "format": "QDQ", "weights": "int8",
@@ -562,8 +514,8 @@ def export_neural_onnx(bundle_path, out_dir, *, int8: bool = False, calibration=
         paths = {name: Path(tmp) / f"{name}.onnx" for name in graphs}
         for name, graph in graphs.items():
             onnx.save(graph, paths[name])
-        rt = neural_runtime_section(p, "onnx", int8=int8, model=MODEL, step=STEP, graph_form=form,
-                                    source_sha256=sha256_file(src / manifest["model"].get("weights", WEIGHTS)))
+        rt = neural_runtime_section(p["est"], "onnx", T=p["T"], F=p["F"], int8=int8, model=MODEL, step=STEP,
+                                    graph_form=form, source_sha256=sha256_file(src / manifest["model"].get("weights", WEIGHTS)))
         if int8:
             rt["quantization"] = _quantization_record(
                 p, quant, len(windows), _agreement(paths["float"], paths["int8"], windows, rr))

@@ -79,7 +79,7 @@ import numpy as np
 
 from . import source_bundle
 from ..bundle import WEIGHTS, sha256_file, write_bundle
-from ..errors import EdgeseqError
+from .neural import neural_model, neural_runtime_section, step_states
 from ..models.neural import SIDE_CLIP
 from .onnx import _calibration_beats
 from .tflite import MODEL, STEP, _Graph, _schema
@@ -95,22 +95,8 @@ FORMS = {"lstm": ("unrolled", "while"), "tcn": ("conv2d", "conv2d")}  # (float, 
 
 def _model(manifest: dict, arrays: dict) -> dict:
     """The numpy reference of the bundle (``est``) with the sizes every graph reads."""
-    from ..models import NEURAL, model_class
-
-    kind = manifest["model"]["kind"]
-    if kind not in NEURAL:
-        raise EdgeseqError(f"this exporter takes LSTM and TCN bundles, this one is {kind!r}")
-    est = model_class(kind).from_arrays(manifest["model"]["params"], arrays)
-    if est.objective != "classification" or len(est.in_scale_) != 1 or not len(est.side_center_):
-        raise EdgeseqError(f"TFLite export takes beat classifiers: one input channel, rr side features; "
-                           f"this {kind} is a {est.objective} model of {len(est.in_scale_)} channels "
-                           f"and {len(est.side_center_)} side features")
-    T = int(manifest["model"].get("input", {}).get("window_length", 0))
-    if not T:
-        raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
-    if kind == "tcn" and est.kernel_size < 2:
-        raise EdgeseqError("a TCN of kernel 1 keeps no past: there is no step state to export")
-    return {"kind": kind, "est": est, "T": T, "F": len(est.side_center_), "H": est.hidden_size,
+    est, T, F = neural_model(manifest, arrays, "TFLite")
+    return {"kind": est.KIND, "est": est, "T": T, "F": F, "H": est.hidden_size,
             "C": int(est.head_W2_.shape[1])}
 
 
@@ -120,14 +106,6 @@ def _lstm_layer(est, l: int):
     H = est.hidden_size
     rows = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
     return tuple(a[rows] for a in est.layer_weights(l))
-
-
-def step_states(p: dict) -> dict[str, list[int]]:
-    """The step model's state tensors, name -> shape after the batch, in feeding order."""
-    est, H = p["est"], p["H"]
-    if p["kind"] == "lstm":
-        return {f"{k}{l}": [H] for l in range(est.n_layers) for k in "hc"}
-    return {f"buf{l}": [(est.kernel_size - 1) * est.dilation(l), H if l else 1] for l in range(est.n_blocks)}
 
 
 # -- builder ---------------------------------------------------------------------------------------------
@@ -491,7 +469,7 @@ def build_lstm_step(p: dict) -> bytes:
     own beside the top layer's ``h_out`` (the same product, computed twice: a tensor has one name)."""
     g = _Ops(_schema())
     est, H = p["est"], p["H"]
-    names = list(step_states(p))
+    names = list(step_states(p["est"]))
     u = g.f("u", [1])
     st = {n: g.f(n, [H]) for n in names}
     w = _lstm_float_weights(g, est)
@@ -586,7 +564,7 @@ def build_tcn_step(p: dict) -> bytes:
     g = _Ops(_schema())
     est, BO, C = p["est"], g.BO, p["H"]
     K, L = est.kernel_size, est.n_blocks
-    rings = step_states(p)
+    rings = step_states(p["est"])
     u = g.f("u", [1])
     bufs = [g.f(n, shape) for n, shape in rings.items()]
     pos = g.index("pos", [1])
@@ -620,25 +598,6 @@ def build_tcn_step(p: dict) -> bytes:
 
 # -- bundle --------------------------------------------------------------------------------------------------
 
-def runtime_section(p: dict, *, int8: bool, source_sha256: str) -> dict:
-    """The manifest ``runtime`` section that ``edgeseq/runtime/neural.py`` reads."""
-    def f32(*shape):
-        return {"shape": list(shape), "dtype": "float32"}
-
-    states = step_states(p)
-    rt = {"format": "tflite", "precision": "int8" if int8 else "float32", "model": MODEL, "step": STEP,
-          "graph_form": FORMS[p["kind"]][int(int8)], "source_sha256": source_sha256,
-          "inputs": {"window": f32("B", p["T"]), "rr": f32("B", p["F"])},
-          "outputs": {"logits": f32("B", p["C"])},
-          "step_inputs": {"u": f32("B", 1), **{k: f32("B", *v) for k, v in states.items()}},
-          "step_outputs": {"out": f32("B", p["H"]), **{k + "_out": f32("B", *v) for k, v in states.items()}},
-          "state": list(states)}
-    if p["kind"] == "tcn":
-        rt["step_inputs"]["pos"] = {"shape": [1], "dtype": "int32"}
-        rt["step_counter"] = {"name": "pos", "modulo": max(v[0] for v in states.values())}
-    return rt
-
-
 def _labels(path: Path, windows, rr) -> np.ndarray:
     from ..runtime.tflite_backend import TFLiteBackend
 
@@ -658,7 +617,9 @@ def export_neural_tflite(bundle_path, out_dir, *, int8: bool = False, calibratio
     p = _model(manifest, bundle.arrays)
     lstm = p["kind"] == "lstm"
     weights_name = manifest["model"].get("weights", WEIGHTS)
-    manifest["runtime"] = runtime_section(p, int8=int8, source_sha256=sha256_file(src / weights_name))
+    manifest["runtime"] = neural_runtime_section(
+        p["est"], "tflite", T=p["T"], F=p["F"], int8=int8, model=MODEL, step=STEP,
+        graph_form=FORMS[p["kind"]][int(int8)], source_sha256=sha256_file(src / weights_name))
     with tempfile.TemporaryDirectory(prefix="edgeseq_tflite_") as work:
         work = Path(work)
         model = work / "float.tflite"
