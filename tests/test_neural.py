@@ -85,7 +85,7 @@ def test_tcn_step_state_is_bounded_by_the_kernel_not_the_window():
 @pytest.mark.parametrize("cls,params", [(LSTMModel, {"hidden": 8}), (TCNModel, {"channels": 6, "blocks": 3})])
 def test_fit_is_deterministic_and_learns(beats, cls, params):
     w, r, y = beats.windows[::3], beats.rr[::3], beats.labels[::3]
-    fits = [cls(epochs=3, seed=5, **params).fit(w, r, y, n_classes=5) for _ in range(2)]
+    fits = [cls(epochs=8, batch_size=64, seed=5, **params).fit(w, r, y, n_classes=5) for _ in range(2)]
     a, b = fits[0].to_arrays(), fits[1].to_arrays()
     assert a.keys() == b.keys()
     for k in a:
