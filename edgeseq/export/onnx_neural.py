@@ -452,14 +452,24 @@ def activation_plan(p: dict) -> dict:
 def _dynamic_lstm(model):
     """The ``LSTM`` ops as onnxruntime's ``DynamicQuantizeLSTM`` (int8 weights, activations
     quantized per call): ``quantize_static`` leaves ``LSTM`` in float."""
+    import logging
+
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="edgeseq_q_") as work:
-        src, dst = Path(work) / "in.onnx", Path(work) / "out.onnx"
-        onnx.save(model, src)
-        quantize_dynamic(src, dst, op_types_to_quantize=["LSTM"], per_channel=False, weight_type=QuantType.QInt8)
-        return onnx.load(dst)
+    root = logging.getLogger()
+    level = root.level
+    # The quantizer logs advice on the root logger (run its pre-processing, check for QAT) that
+    # does not apply to a graph built here: keep it off the user's terminal.
+    root.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeseq_q_") as work:
+            src, dst = Path(work) / "in.onnx", Path(work) / "out.onnx"
+            onnx.save(model, src)
+            quantize_dynamic(src, dst, op_types_to_quantize=["LSTM"], per_channel=False, weight_type=QuantType.QInt8)
+            return onnx.load(dst)
+    finally:
+        root.setLevel(level)
 
 
 def build_int8_window_model(p: dict, windows, rr, plan: dict | None = None):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -82,7 +81,7 @@ def run_build(args) -> None:
     records = select_records(args.data, None)
     prep = ecg.EcgPreprocessing()
     beats = ecg.load_beats(args.data, records, prep, progress=False)
-    out = {"command": "python tools/bench/compare_models.py build " + " ".join(sys.argv[2:]),
+    out = {"command": f"python tools/bench/compare_models.py build --data {args.data_arg}",
            "machine": machine(), "n_beats": int(len(beats.labels)), "models": {}}
     path = RESULTS / "models_ds1.json"
     with tempfile.TemporaryDirectory(prefix="edgeseq_cmp_") as tmp:
@@ -111,7 +110,8 @@ def run_build(args) -> None:
                     prof = profile_bundle(x, n=args.n, threads=1, arena=False)
                     e = {"bytes": (x / m["runtime"]["model"]).stat().st_size, "figures": _short(rep),
                          "same_label_as_reference": float(np.mean(pred == ref_pred)),
-                         "latency_us": {k: prof["window"][k] for k in ("p50_us", "p90_us", "p99_us")}}
+                         "latency_us": {f"{k}_us": prof["latency_us"]["window"][k] for k in ("p50", "p90", "p99")},
+                         "step_latency_us": {f"{k}_us": prof["latency_us"]["step"][k] for k in ("p50", "p99")}}
                     if int8:
                         fl = row["exports"][f"{fmt}_float32"]
                         e["rule_vs_float"] = _rule(fl["figures"], e["figures"])
@@ -162,7 +162,8 @@ def _export(src, dst, fmt, int8, calibration):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["cv", "build"])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mitdb"))
+    ap.add_argument("--data", default="../shared/data/mitdb", help="MIT-BIH records (default: ../shared/data/mitdb, "
+                    "run from the repository root)")
     ap.add_argument("--models", default="esn,lstm,tcn")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
