@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mitdb"))
+    ap.add_argument("--data", default="../shared/data/mitdb", help="MIT-BIH records (run from the repository root)")
     ap.add_argument("--units", type=int, default=5000)
     ap.add_argument("--beats", type=int, default=4000)
     ap.add_argument("--epochs", type=int, default=3, help="epochs per full-size model and device")
