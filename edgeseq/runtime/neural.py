@@ -42,24 +42,28 @@ class NeuralModel(Model):
     def initial_state(self, batch: int) -> dict:
         return {k: np.zeros((batch, *shape), np.float32) for k, shape in self._state_shapes.items()}
 
-    def step(self, u, state: dict | None = None) -> np.ndarray:
-        """One sample ``u`` ``[B, D]`` for each of ``B`` streams -> the top layer's output ``[B, H]``;
-        from ``state`` (a dict as :meth:`initial_state` gives), else the model's own."""
+    def step(self, u, state: dict | None = None, t: int | None = None) -> np.ndarray:
+        """One sample ``u`` ``[B, D]`` for each of ``B`` streams -> the top layer's output ``[B, H]``.
+        From ``state`` (a dict as :meth:`initial_state` gives) at step ``t`` (a TCN's ring position;
+        default: the model's own count), else from the model's own state; a new batch size starts
+        from zero state at step 0."""
         if self._D is None:
             raise EdgeseqError(f"bundle {self.path} has no step model")
         u = _check("u", u, (None, self._D))
         if state is None:
-            state = self.state if self.state is not None and len(next(iter(self.state.values()), u)) == len(u) \
-                else self.initial_state(len(u))
+            state = self.state
+            if state is None or len(state[self._states[0]]) != len(u):
+                state, self._t = self.initial_state(len(u)), 0
         feeds = {"u": u}
         for k in self._states:
             feeds[k] = _check(k, state[k], (len(u), *self._state_shapes[k]))
+        t = self._t if t is None else int(t)
         if self._counter:
             name, modulo = self._counter
-            feeds[name] = np.array([self._t % modulo], np.int32)
+            feeds[name] = np.array([t % modulo], np.int32)
         outs = self._backend.run_step(feeds)
         self.state = {k: outs[k + "_out"] for k in self._states}
-        self._t += 1
+        self._t = t + 1
         return outs["out"]
 
     def readout(self, last, mean, rr) -> np.ndarray:
