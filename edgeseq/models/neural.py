@@ -72,11 +72,7 @@ class NeuralSequenceModel(HyperParams):
         if self.objective not in OBJECTIVES:
             raise EdgeseqError(f"objective must be 'classification' or 'regression', not {self.objective!r}")
         preset = self.PRESETS[self.size]
-        out = {k: (preset[k] if v is None and k in preset else v) for k, v in self.get_params().items()}
-        for k, v in preset.items():
-            if out.get(k) is None:
-                out[k] = v
-        return out
+        return {k: (preset[k] if v is None and k in preset else v) for k, v in self.get_params().items()}
 
     # -- training (host): torch --------------------------------------------------------------
     def fit(self, windows, side=None, y=None, n_classes: int | None = None, progress=None):

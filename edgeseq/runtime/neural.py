@@ -21,8 +21,6 @@ import numpy as np
 from ..errors import EdgeseqError
 from . import Model, _check
 
-SIDE_CLIP = 4.0
-
 
 class NeuralModel(Model):
     def _init_step(self, rt: dict) -> None:
@@ -34,6 +32,7 @@ class NeuralModel(Model):
         self._counter = (counter["name"], int(counter["modulo"])) if counter else None
         self.state: dict | None = None
         self._t = 0
+        self._head = None  # the numpy model, built on the first readout
 
     def reset(self) -> None:
         self.state = None
@@ -68,14 +67,15 @@ class NeuralModel(Model):
 
     def readout(self, last, mean, rr) -> np.ndarray:
         """Logits from the pooled step outputs (last and mean over the window) and the window's rr
-        features, with the bundle's float head weights."""
-        a = self._arrays
-        if "head_W1" not in a:
+        features: the numpy model's own head on the bundle's float weights."""
+        if "head_W1" not in self._arrays:
             raise EdgeseqError(f"bundle {self.path} carries no head weights")
-        H = (a["head_W1"].shape[0] - len(a["side_center"])) // 2
+        if self._head is None:
+            from ..models import model_class
+
+            m = self.manifest["model"]
+            self._head = model_class(m["kind"]).from_arrays(m["params"], self._arrays)
+        H = self._head.hidden_size
         last = _check("last", last, (None, H))
         mean = _check("mean", mean, (len(last), H))
-        r = _check("rr", rr, (len(last), self._F))
-        z = np.clip((r - a["side_center"]) * a["side_scale"], -SIDE_CLIP, SIDE_CLIP)
-        f = np.concatenate([last, mean, z], axis=1)
-        return np.maximum(f @ a["head_W1"] + a["head_b1"], 0) @ a["head_W2"] + a["head_b2"]
+        return self._head.readout(last, mean, _check("rr", rr, (len(last), self._F)))

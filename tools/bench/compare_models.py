@@ -84,6 +84,7 @@ def run_build(args) -> None:
     out = {"command": f"python tools/bench/compare_models.py build --data {args.data_arg}",
            "machine": machine(), "n_beats": int(len(beats.labels)), "models": {}}
     path = RESULTS / "models_ds1.json"
+    float_pred = {}  # (model, format) -> labels of the float export, for its int8 export
     with tempfile.TemporaryDirectory(prefix="edgeseq_cmp_") as tmp:
         tmp = Path(tmp)
         for model in args.models:
@@ -115,10 +116,10 @@ def run_build(args) -> None:
                     if int8:
                         fl = row["exports"][f"{fmt}_float32"]
                         e["rule_vs_float"] = _rule(fl["figures"], e["figures"])
-                        e["same_label_as_float"] = float(np.mean(pred == _labels_cache[(model, fmt)]))
+                        e["same_label_as_float"] = float(np.mean(pred == float_pred[(model, fmt)]))
                         e["size_vs_float"] = round(e["bytes"] / fl["bytes"], 4)
                     else:
-                        _labels_cache[(model, fmt)] = pred
+                        float_pred[(model, fmt)] = pred
                     row["exports"][name] = e
                     print(f"{model} {name}: {e['bytes']} bytes, p50 {e['latency_us']['p50_us']:.0f} us, "
                           f"accuracy {100 * rep['accuracy']:.2f}%" +
@@ -127,9 +128,6 @@ def run_build(args) -> None:
             out["models"][model] = row
             path.write_text(json.dumps(out, indent=1) + "\n")  # partial results survive a crash
     print(f"-> {path}")
-
-
-_labels_cache: dict = {}
 
 
 def _n_params(est) -> int:
