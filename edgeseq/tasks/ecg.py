@@ -240,11 +240,13 @@ def record_folds(records: list[str], sizes, k: int, seed: int = 0) -> list[list[
 def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | None = None, seed: int = 0,
                    params: dict | None = None, prep: EcgPreprocessing | None = None,
                    include_paced: bool = False, progress: bool = True, size: str | None = None,
-                   device: str | None = None) -> dict:
+                   device: str | None = None, on_fold=None) -> dict:
     """Record-grouped K-fold cross-validation (leave-one-record-out when ``folds`` is None).
 
     The reservoir is label-free, so its states are computed once for all beats and only the
     readout is fit per fold; nothing a fold's readout learns comes from its test records.
+    ``on_fold(k, n_folds, fold_report)`` is called after each fold (``edgeseq tune`` reports and
+    prunes there: an exception it raises ends the cross-validation).
     """
     t0 = time.perf_counter()
     prep = prep or EcgPreprocessing()
@@ -281,6 +283,8 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
         if not shared:
             per_fold[-1]["seconds_fit"] = round(fit_seconds[-1], 2)
         show(k + 1)
+        if on_fold is not None:
+            on_fold(k, len(groups), per_fold[-1])
     out = {"task": TASK, **report(conf, AAMI_CLASSES), "folds": per_fold, "n_folds": len(groups),
            "grouping": "record", "model": _model_section(model, est, prep),
            "data": str(data_dir), "records": names, "seconds": round(time.perf_counter() - t0, 2)}
