@@ -15,7 +15,7 @@ import numpy as np
 from ..bundle import load_bundle, write_bundle
 from ..data.mitdb import AAMI_CLASSES, DS1, DS2, PACED, list_records, load_record, select_records
 from ..errors import EdgeseqError
-from ..metrics import confusion, report
+from ..metrics import bootstrap_ci, confusion, extended, fold_summary, per_record, report
 from ..models import model_class
 from ..preprocess.ecg import RR_FEATURES, EcgPreprocessing
 from ..preprocess.qrs import QRSDetector, match_beats
@@ -173,19 +173,15 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
         seen = any(r in trained for r in names)
     else:
         names, seen = _default_eval_records(data_dir, trained)
-    conf = np.zeros((N_CLASSES, N_CLASSES), np.int64)
-    missed = np.zeros(N_CLASSES, np.int64)
-    false_det = np.zeros(N_CLASSES, np.int64)
+    by_record = {}  # record -> extended confusion (misses and false detections inside)
     det_tp = det_fn = det_fp = 0
-    per_record = {}
+    detection = {}
     show = Progress(f"evaluating ({beats} beats)", len(names), enabled=progress)
     for i, name in enumerate(names):
         rec = load_record(data_dir, name, fs=prep.sample_rate, lead=prep.lead)
         if beats == "reference":
             w, f, idx = prep.beats(rec.signal, rec.beat_samples)
-            c = confusion(rec.beat_labels[idx], predict(w, f), N_CLASSES)
-            conf += c
-            per_record[name] = {"n_beats": int(c.sum()), "accuracy": float(np.trace(c) / max(c.sum(), 1))}
+            by_record[name] = extended(confusion(rec.beat_labels[idx], predict(w, f), N_CLASSES))
         else:
             detector = QRSDetector.from_config(bundle.manifest["detector"])
             peaks = np.concatenate([detector.process(rec.signal), detector.flush()]).astype(np.int64)
@@ -200,17 +196,20 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
             m_ref, m_det, miss, false = match_beats(ref, det, prep.sample_rate)
             got = det_pred[m_det] >= 0  # matched, but the window or RR did not fit (record edges)
             c = confusion(ref_lab[m_ref][got], det_pred[m_det][got], N_CLASSES)
-            conf += c
-            missed += np.bincount(ref_lab[miss], minlength=N_CLASSES)
+            missed = np.bincount(ref_lab[miss], minlength=N_CLASSES)
             missed += np.bincount(ref_lab[m_ref][~got], minlength=N_CLASSES)
             fp_pred = det_pred[false]
-            false_det += np.bincount(fp_pred[fp_pred >= 0], minlength=N_CLASSES)
+            false_det = np.bincount(fp_pred[fp_pred >= 0], minlength=N_CLASSES)
+            by_record[name] = extended(c, missed, false_det)
             det_tp, det_fn, det_fp = det_tp + len(m_ref), det_fn + len(miss), det_fp + len(false)
-            per_record[name] = {"n_beats": int(len(ref)), "accuracy": float(np.trace(c) / max(len(ref), 1)),
-                                "detection": {"tp": len(m_ref), "fn": len(miss), "fp": len(false)}}
+            detection[name] = {"tp": len(m_ref), "fn": len(miss), "fp": len(false)}
         show(i + 1, note=name)
-    out = {"task": TASK, **report(conf, AAMI_CLASSES, missed=missed if beats == "detected" else None,
-                                  false_detections=false_det if beats == "detected" else None)}
+    # The pooled figures are the sum of the per-record matrices, so the two can never disagree.
+    pooled = sum(by_record.values(), np.zeros((N_CLASSES + 1, N_CLASSES + 1), np.int64))
+    nc = N_CLASSES
+    out = {"task": TASK, **report(pooled[:nc, :nc], AAMI_CLASSES,
+                                  missed=pooled[:nc, nc] if beats == "detected" else None,
+                                  false_detections=pooled[nc, :nc] if beats == "detected" else None)}
     if beats == "detected":
         out["detection"] = {"se": det_tp / max(det_tp + det_fn, 1), "ppv": det_tp / max(det_tp + det_fp, 1),
                             "n_reference": det_tp + det_fn, "n_detected": det_tp + det_fp,
@@ -218,7 +217,11 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
     runtime = bundle.manifest.get("runtime")
     out["runtime"] = {k: runtime[k] for k in ("format", "precision")} if runtime else {"format": "numpy"}
     out.update({"beats": beats, "bundle": str(bundle.path), "data": str(data_dir), "records": names,
-                "includes_training_records": bool(seen), "per_record": per_record})
+                "includes_training_records": bool(seen)})
+    out["ci95"] = bootstrap_ci(by_record, AAMI_CLASSES) if by_record else None
+    out["per_record"] = per_record(by_record, AAMI_CLASSES)
+    for name, d in detection.items():
+        out["per_record"][name]["detection"] = d
     return out
 
 
@@ -264,6 +267,7 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
             "reservoir states", len(beats.labels), enabled=progress))
     conf = np.zeros((N_CLASSES, N_CLASSES), np.int64)
     per_fold, fit_seconds = [], []
+    by_record, fold_of = {}, {}
     show = Progress("folds", len(groups), enabled=progress)
     for k, group in enumerate(groups):
         test = np.isin(beats.record_index, [names.index(r) for r in group])
@@ -279,6 +283,11 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
             pred = est.predict(beats.windows[test], beats.rr[test])
         c = confusion(beats.labels[test], pred, N_CLASSES)
         conf += c
+        rec_test = beats.record_index[test]
+        for r in group:  # each test record's own matrix: the unit of the bootstrap
+            own = rec_test == names.index(r)
+            by_record[r] = confusion(beats.labels[test][own], pred[own], N_CLASSES)
+            fold_of[r] = k
         per_fold.append({"fold": k, "records": group, **report(c, AAMI_CLASSES)})
         if not shared:
             per_fold[-1]["seconds_fit"] = round(fit_seconds[-1], 2)
@@ -288,4 +297,8 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
     out = {"task": TASK, **report(conf, AAMI_CLASSES), "folds": per_fold, "n_folds": len(groups),
            "grouping": "record", "model": _model_section(model, est, prep),
            "data": str(data_dir), "records": names, "seconds": round(time.perf_counter() - t0, 2)}
+    by_record = {r: by_record[r] for r in names}
+    out["ci95"] = bootstrap_ci(by_record, AAMI_CLASSES)
+    out["fold_summary"] = fold_summary(per_fold, AAMI_CLASSES)
+    out["per_record"] = per_record(by_record, AAMI_CLASSES, folds=fold_of)
     return out
