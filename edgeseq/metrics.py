@@ -115,6 +115,9 @@ def bootstrap_ci(confusions_by_record, labels, n_boot: int = 2000, seed: int = 0
     drawn, or none predicted as it) has no value there and is left out of its interval, so the
     interval is conditional on the class being present; with no replicate defined it is None.
     A single record gives a zero-width interval: with one patient nothing can be said about others.
+    So does a class whose beats all sit in one record (its Se is that record's in every replicate
+    holding it): ``records`` counts the records behind each ratio's denominator so that such an
+    interval can be told apart from a precise one (the table prints "1 record" instead).
     """
     if isinstance(confusions_by_record, dict):
         mats = list(confusions_by_record.values())
@@ -141,9 +144,13 @@ def bootstrap_ci(confusions_by_record, labels, n_boot: int = 2000, seed: int = 0
     acc, acc_ok = frac(tp.sum(axis=1), total)
     se, se_ok = frac(tp, n_ref)
     ppv, ppv_ok = frac(tp, n_pred)
+    with_ref = (stack.sum(axis=2)[:, :k] > 0).sum(axis=0)
+    with_pred = (stack.sum(axis=1)[:, :k] > 0).sum(axis=0)
     return {"accuracy": _interval(acc, acc_ok, level),
             "classes": {lab: {"se": _interval(se[:, i], se_ok[:, i], level),
-                              "ppv": _interval(ppv[:, i], ppv_ok[:, i], level)} for i, lab in enumerate(labels)},
+                              "ppv": _interval(ppv[:, i], ppv_ok[:, i], level),
+                              "records": {"se": int(with_ref[i]), "ppv": int(with_pred[i])}}
+                        for i, lab in enumerate(labels)},
             "level": level, "n_boot": int(n_boot), "seed": int(seed), "unit": "record", "n_units": int(n_rec)}
 
 
@@ -174,8 +181,12 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _ci(iv) -> str:
-    return "" if iv is None else f"[{100 * iv[0]:.1f}-{100 * iv[1]:.1f}]"
+def _ci(iv, n_records: int | None = None) -> str:
+    if iv is None:
+        return ""
+    if n_records == 1:  # a zero-width interval from one patient is not precision
+        return "(1 record)"
+    return f"[{100 * iv[0]:.1f}-{100 * iv[1]:.1f}]"
 
 
 def format_table(rep: dict, title: str | None = None) -> str:
@@ -194,7 +205,9 @@ def format_table(rep: dict, title: str | None = None) -> str:
         row = f"{lab:<6}{c['n']:>8,}"
         if ci:
             cc = ci["classes"][lab]
-            row += f"{_pct(c['se']):>7}  {_ci(cc['se']):<13}{_pct(c['ppv']):>6}  {_ci(cc['ppv']):<13}"
+            nrec = cc.get("records", {})  # absent from JSONs written before it existed
+            row += (f"{_pct(c['se']):>7}  {_ci(cc['se'], nrec.get('se')):<13}"
+                    f"{_pct(c['ppv']):>6}  {_ci(cc['ppv'], nrec.get('ppv')):<13}")
         else:
             row += f"{_pct(c['se']):>9}{_pct(c['ppv']):>9}"
         if fs:
