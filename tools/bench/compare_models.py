@@ -1,11 +1,15 @@
 """ESN against LSTM against TCN on MIT-BIH DS1: accuracy, training time, size, per-beat latency.
 
-    python tools/bench/compare_models.py cv    [--models esn,lstm,tcn] [--folds 5]
+    python tools/bench/compare_models.py cv    [--models esn,lstm,tcn] [--folds 22]
     python tools/bench/compare_models.py build [--models esn,lstm,tcn] [--n 300]
 
 ``cv``: record-grouped K-fold cross-validation inside DS1 (no record in two folds, the same folds
 for every model: they depend on the seed and the records' beat counts only), written to
-``results/cv_ds1_<model>_<K>fold.json``.
+``results/cv_ds1_<model>_<K>fold.json`` with the per-record table, the record-bootstrap 95%
+intervals and the mean and worst fold. The default is 22 folds, leave-one-record-out: every model
+is trained on 21 patients and scored on the one left out, so each fold is one patient and the
+worst fold is the worst patient. Fewer folds (``--folds 5``) train fewer models but hold out
+several patients at once, which reads as a different protocol from the literature's.
 
 ``build``: for each model, train on all of DS1 (wall time; per-epoch times for LSTM/TCN), export
 float32 and int8 to ONNX and TFLite (file sizes), check the int8 exports against the float ones
@@ -55,8 +59,12 @@ def run_cv(args) -> None:
         rep["machine"] = machine()
         out = RESULTS / f"cv_ds1_{model}_{args.folds}fold.json"
         out.write_text(json.dumps(rep, indent=1) + "\n")
-        print(f"{model}: accuracy {100 * rep['accuracy']:.2f}% in {time.perf_counter() - t0:.0f} s -> {out}",
-              flush=True)
+        ci = (rep.get("ci95") or {}).get("accuracy")
+        worst = ((rep.get("fold_summary") or {}).get("accuracy") or {}).get("min")
+        print(f"{model}: accuracy {100 * rep['accuracy']:.2f}%"
+              + (f" [{100 * ci[0]:.1f}-{100 * ci[1]:.1f}]" if ci else "")
+              + (f", worst fold {100 * worst:.1f}%" if worst is not None else "")
+              + f" in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
 
 
 def _rule(ref: dict, got: dict) -> dict:
@@ -163,7 +171,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/mitdb", help="MIT-BIH records (default: ../shared/data/mitdb, "
                     "run from the repository root)")
     ap.add_argument("--models", default="esn,lstm,tcn")
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=22,
+                    help="record-grouped folds (default 22: leave-one-record-out over DS1's 22 records)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=300, help="single-beat calls timed per export")
     args = ap.parse_args()
