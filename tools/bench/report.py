@@ -198,7 +198,22 @@ def _cv_runs(results: dict) -> dict:
     return runs
 
 
+def _iv(iv, n_records=None) -> str:
+    """`` [lo-hi]`` in %, or nothing where the JSON has no interval (older JSONs, or undefined)."""
+    if not iv:
+        return ""
+    if n_records == 1:  # every replicate holding the class has the same one patient
+        return " (1 record)"
+    return f" [{100 * iv[0]:.1f}-{100 * iv[1]:.1f}]"
+
+
+def _pct_or_dash(x) -> str:
+    return "-" if x is None else pct(x)
+
+
 def _cv_table(runs: dict, labels) -> list[str]:
+    """Pooled Se/+P per model; with ``ci95`` in a JSON (written since the record bootstrap) the
+    95% interval beside each figure; JSONs without it render as before."""
     out = ["| model | beats | accuracy % | " + " | ".join(f"{c} Se/+P" for c in labels) + " | CV time |",
            "|---" * (len(labels) + 4) + "|"]
     for kind in MODELS + tuple(sorted(k for k in runs if k not in MODELS)):
@@ -207,11 +222,53 @@ def _cv_table(runs: dict, labels) -> list[str]:
             continue
         _, d = runs[kind]
         cls = d["classes"]
-        cells = [f"{pct(cls[c]['se'])}/{pct(cls[c]['ppv'])}" if c in cls else "" for c in labels]
+        ci = d.get("ci95") or {}
+        if ci:
+            cc = ci.get("classes", {})
+
+            def cell(c):
+                rec = cc.get(c, {}).get("records", {})
+                return (f"{_pct_or_dash(cls[c]['se'])}{_iv(cc.get(c, {}).get('se'), rec.get('se'))} / "
+                        f"{_pct_or_dash(cls[c]['ppv'])}{_iv(cc.get(c, {}).get('ppv'), rec.get('ppv'))}")
+        else:
+            def cell(c):
+                return f"{pct(cls[c]['se'])}/{pct(cls[c]['ppv'])}"
+        cells = [cell(c) if c in cls else "" for c in labels]
         took = f"{d['seconds']:,.0f} s" if "seconds" in d else ""
-        out.append(f"| {kind.upper()} | {d['n_beats']:,} | **{pct(d['accuracy'])}** | " + " | ".join(cells)
-                   + f" | {took} |")
+        out.append(f"| {kind.upper()} | {d['n_beats']:,} | **{pct(d['accuracy'])}**{_iv(ci.get('accuracy'))} | "
+                   + " | ".join(cells) + f" | {took} |")
     return out
+
+
+def _fold_table(runs: dict, labels) -> list[str]:
+    """Mean and worst fold per model, for the JSONs that carry ``fold_summary``; none: no table."""
+    have = [k for k in MODELS + tuple(sorted(k for k in runs if k not in MODELS))
+            if k in runs and runs[k][1].get("fold_summary")]
+    if not have:
+        return []
+
+    def mm(x, key):
+        return "-" if not x else pct(x[key])
+
+    out = ["| model | accuracy % mean / worst | " + " | ".join(f"{c} worst Se/+P" for c in labels) + " |",
+           "|---" * (len(labels) + 2) + "|"]
+    for kind in have:
+        fs = runs[kind][1]["fold_summary"]
+        cells = [f"{mm(fs[c]['se'], 'min')}/{mm(fs[c]['ppv'], 'min')}" if c in fs else "" for c in labels]
+        out.append(f"| {kind.upper()} | {mm(fs['accuracy'], 'mean')} / {mm(fs['accuracy'], 'min')} | "
+                   + " | ".join(cells) + " |")
+    return out
+
+
+def _ci_note(runs: dict) -> list[str]:
+    cis = [d["ci95"] for _, d in runs.values() if d.get("ci95")]
+    if not cis:
+        return []
+    c = cis[0]
+    return [f"In brackets: 95% interval from a bootstrap over the {c.get('n_units', '?')} records (patients), "
+            f"{c.get('n_boot', '?')} replicates; records, not beats, are resampled because the beats of one "
+            "patient are not independent. \"(1 record)\": all beats of the class are in one record, so no "
+            "interval can be drawn.", ""]
 
 
 def section_models(results: dict) -> list[str]:
@@ -221,7 +278,11 @@ def section_models(results: dict) -> list[str]:
     for k in sorted(runs, reverse=True):
         what = "leave-one-record-out" if k == 22 else f"record-grouped {k}-fold"
         lines += [f"DS1 {what} cross-validation (22 records, one patient each; no record in two folds), "
-                  "per-class Se/+P in %:", "", *_cv_table(runs[k], labels), ""]
+                  "per-class Se/+P in %:", "", *_cv_table(runs[k], labels), "", *_ci_note(runs[k])]
+        folds = _fold_table(runs[k], labels)
+        if folds:
+            lines += [f"Mean and worst of the {k} folds (a fold without beats of a class, or without "
+                      "predictions of it, is left out of that figure), in %:", "", *folds, ""]
         for kind in sorted(runs[k]):
             name, d = runs[k][kind]
             lines.append(f"- {kind.upper()} (`{name}.json`): {command(name, d)}")
