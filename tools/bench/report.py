@@ -232,7 +232,7 @@ def _cv_table(runs: dict, labels) -> list[str]:
                         f"{_pct_or_dash(cls[c]['ppv'])}{_iv(cc.get(c, {}).get('ppv'), rec.get('ppv'))}")
         else:
             def cell(c):
-                return f"{pct(cls[c]['se'])}/{pct(cls[c]['ppv'])}"
+                return f"{_pct_or_dash(cls[c]['se'])}/{_pct_or_dash(cls[c]['ppv'])}"
         cells = [cell(c) if c in cls else "" for c in labels]
         took = f"{d['seconds']:,.0f} s" if "seconds" in d else ""
         out.append(f"| {kind.upper()} | {d['n_beats']:,} | **{pct(d['accuracy'])}**{_iv(ci.get('accuracy'))} | "
