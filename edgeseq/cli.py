@@ -205,6 +205,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .data.mitdb import parse_records
+    from .tune import tune
+
+    best = tune(args.model, _data_dir(args), args.space, trials=args.trials, folds=args.folds, out=args.out,
+                records=parse_records(args.records), address=args.address, gpus_per_trial=args.gpus_per_trial,
+                jobs=args.jobs, metric=args.metric, seed=args.seed, train_best=args.train_best, quiet=args.quiet)
+    if best["best_trial"] is None:
+        print(f"no trial finished; study: {best['storage']}")
+        return 0
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    print(f"best: trial {best['best_trial']}, {best['metric']} {best['value']:.4f} ({params})")
+    out = Path(args.out)
+    print(f"best.json: {out / 'best.json'}")
+    print(f"plots: {out / 'history.png'} {out / 'importances.png'}")
+    if best.get("importances_note"):
+        print(f"note: {best['importances_note']}")
+    if "bundle" in best:
+        print(f"bundle: {best['bundle']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgeseq", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
@@ -350,6 +372,38 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--wait", type=float, default=60.0, metavar="S",
                     help="how long to wait for the host to open the port (default 60 s)")
     em.set_defaults(func=cmd_emulate)
+
+    tu = sub.add_parser("tune", help="hyper-parameter search over record-grouped cross-validation",
+                        description="Search hyper-parameters with Optuna (TPE): each trial is a record-grouped "
+                                    "K-fold cross-validation, pruned fold by fold once it cannot beat the best. "
+                                    "The study is kept in OUT/study.journal; the same command with more "
+                                    "--trials continues it.")
+    tu.add_argument("task", choices=["ecg"], help="what to predict")
+    tu.add_argument("--model", default="esn", choices=["esn", "lstm", "tcn"], help="model family (default esn)")
+    tu.add_argument("--data", metavar="DIR", help="directory of WFDB records (default: the shipped excerpt)")
+    tu.add_argument("--records", metavar="LIST", help="comma-separated record names (default: the DS1 records in DIR)")
+    tu.add_argument("--space", default="default", metavar="SPACE.json|default",
+                    help='JSON: name -> {"type": "int"|"float", "low", "high"[, "log", "step"]} or '
+                         '{"type": "categorical", "choices": [...]}; default: the family\'s built-in space')
+    tu.add_argument("--trials", type=int, required=True, metavar="N",
+                    help="finished or pruned trials the study should hold (a resumed study runs the rest)")
+    tu.add_argument("--folds", type=int, default=5, metavar="K", help="record-grouped folds per trial (default 5)")
+    tu.add_argument("--out", required=True, metavar="DIR", help="study, best.json and plots go here")
+    tu.add_argument("--address", metavar="ray://HOST:PORT|HOST:PORT|auto",
+                    help="run trials on this Ray cluster (default: processes on this machine)")
+    tu.add_argument("--gpus-per-trial", type=float, default=0, metavar="G",
+                    help="GPUs per Ray trial (with --address; trials then train on cuda)")
+    tu.add_argument("--jobs", type=int, metavar="J",
+                    help="trials at once (default: this machine's cores; with --address: as many as the "
+                         "cluster fits)")
+    tu.add_argument("--metric", default="sveb_veb", metavar="NAME",
+                    help="per-fold score to maximise: sveb_veb (default: mean of SVEB and VEB Se and +P), "
+                         "accuracy, sveb_f1, veb_f1")
+    tu.add_argument("--seed", type=int, default=0, help="seed of the models, folds and sampler (default 0)")
+    tu.add_argument("--train-best", action="store_true",
+                    help="train the best trial's hyper-parameters on all the records into OUT/best.bundle")
+    tu.add_argument("--quiet", action="store_true", help="no line per trial on stderr")
+    tu.set_defaults(func=cmd_tune)
     return p
 
 
@@ -443,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as exc:
         extra = {"scipy": "train", "wfdb": "train", "reservoirpy": "train", "matplotlib": "train",
-                 "onnx": "export", "onnxruntime": "export", "serial": "device", "torch": "torch"}.get(exc.name)
+                 "onnx": "export", "onnxruntime": "export", "serial": "device", "torch": "torch",
+                 "optuna": "tune", "ray": "tune"}.get(exc.name)
         if extra:
             print(f"edgeseq: error: '{args.command}' needs {exc.name}, part of the '{extra}' extra: "
                   f"pip install 'edgeseq[{extra}]'", file=sys.stderr)
