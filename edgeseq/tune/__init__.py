@@ -15,6 +15,7 @@ Modules, in reading order: ``search`` (scores, spaces, pruning rule, storage, on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -60,24 +61,24 @@ def tune(model: str, data, space="default", *, trials: int, folds: int, out, rec
                         quiet=quiet, train_best=train_best,
                         extra={"max_concurrent": jobs} if address else {})
 
-    study = open_study(settings)
-    fail_stale(study, out=None if quiet else sys.stderr)
-    done = count_done(study)
-    quota = trials - done
-    if not quiet:
-        where = f"Ray cluster {address}" if address else f"{min(settings.jobs, max(quota, 1))} local process(es)"
-        print(f"tune {model}: {len(names)} records, {folds} folds, metric {metric}; study {settings.storage_path} "
-              f"holds {done} trial(s), running {max(quota, 0)} more on {where}", file=sys.stderr, flush=True)
-    if quota > 0:
-        n_existing = len(study.get_trials(deepcopy=False))
-        if address:
-            from .cluster import run_ray
+    if address:
+        from .cluster import run_ray as run, session  # connected first: an unreachable cluster writes nothing
+    else:
+        from .local import run_local as run
 
-            run_ray(settings, quota, n_existing)
-        else:
-            from .local import run_local
-
-            run_local(settings, quota, n_existing)
+        session = lambda _: contextlib.nullcontext()  # noqa: E731
+    with session(address):
+        study = open_study(settings)
+        fail_stale(study, out=None if quiet else sys.stderr)
+        done = count_done(study)
+        quota = trials - done
+        if not quiet:
+            where = f"Ray cluster {address}" if address else f"{min(settings.jobs, max(quota, 1))} local process(es)"
+            print(f"tune {model}: {len(names)} records, {folds} folds, metric {metric}; study "
+                  f"{settings.storage_path} holds {done} trial(s), running {max(quota, 0)} more on {where}",
+                  file=sys.stderr, flush=True)
+        if quota > 0:
+            run(settings, quota, len(study.get_trials(deepcopy=False)))
 
     from .results import write_outputs
 

@@ -21,14 +21,19 @@ the updated one back.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import optuna
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from ..errors import EdgeseqError
 from .search import (STUDY_NAME, BoundPruner, Settings, best_of, compact, make_sampler, open_study, run_trial,
@@ -61,8 +66,11 @@ def connect(address: str) -> None:
             socket.create_connection(hp, timeout=CONNECT_TIMEOUT_S).close()
         except OSError as exc:
             raise EdgeseqError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+    # Workers' own output (Ray's shutdown noise when Tune ends a trial) stays in the cluster's
+    # logs; a failed trial's error comes back through Tune. Under Ray Client the driver itself
+    # is a task, so its lines only arrive through that forwarding.
     try:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=address.startswith("ray://"))
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EdgeseqError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
 
@@ -89,87 +97,97 @@ def trainable(config: dict, settings: Settings) -> None:
 
 
 # -- scheduler and searcher, in the driver -----------------------------------------------------
-def _classes():
-    """Defined on first use: importing ray.tune costs seconds, and the local engine never needs it."""
-    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-    from ray.tune.search.optuna import OptunaSearch
-    import optuna
+class BoundScheduler(FIFOScheduler):
+    """FIFO order; STOP when the bound rule prunes. ``pruned`` keeps each verdict for the
+    searcher, which runs next in the same driver loop."""
 
-    class BoundScheduler(FIFOScheduler):
-        """FIFO order; STOP when the bound rule prunes. ``pruned`` keeps each verdict for the
-        searcher, which runs next in the same driver loop."""
+    def __init__(self, rule: BoundPruner, study):
+        super().__init__()
+        self.rule, self.study, self.pruned = rule, study, {}
 
-        def __init__(self, rule: BoundPruner, study):
-            super().__init__()
-            self.rule, self.study, self.pruned = rule, study, {}
+    def on_trial_result(self, tune_controller, trial, result):
+        verdict = self.rule.verdict(result["fold_scores"], best_of(self.study)[0])
+        if verdict is None:
+            return TrialScheduler.CONTINUE
+        self.pruned[trial.trial_id] = verdict
+        return TrialScheduler.STOP
 
-        def on_trial_result(self, tune_controller, trial, result):
-            verdict = self.rule.verdict(result["fold_scores"], best_of(self.study)[0])
-            if verdict is None:
-                return TrialScheduler.CONTINUE
-            self.pruned[trial.trial_id] = verdict
-            return TrialScheduler.STOP
 
-    class RecordingSearch(OptunaSearch):
-        """OptunaSearch that records fold scores as intermediate values (step = fold index, as
-        local trials do) and tells each trial's real state."""
+class Suggest:
+    """The define-by-run space for OptunaSearch, as an object: Tune pickles the searcher."""
 
-        def __init__(self, *args, scheduler: BoundScheduler, quiet: bool, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._scheduler, self._quiet, self._reported = scheduler, quiet, {}
+    def __init__(self, space: dict):
+        self.space = space
 
-        def _record(self, trial_id: str, result: dict) -> None:
-            ot = self._ot_trials[trial_id]
-            scores = result.get("fold_scores") or []
-            for k in range(self._reported.get(trial_id, 0), len(scores)):
-                ot.report(float(scores[k]), k)
-            self._reported[trial_id] = len(scores)
-            for key in ("node_id", "pid"):
-                if key in result:
-                    ot.set_user_attr(key, result[key])
-            if "folds_json" in result:
-                ot.set_user_attr("folds", json.loads(result["folds_json"]))
+    def __call__(self, trial):
+        return suggest(trial, self.space)
 
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
+
+class RecordingSearch(OptunaSearch):
+    """OptunaSearch that records fold scores as intermediate values (step = fold index, as local
+    trials do) and tells each trial's real state."""
+
+    def __init__(self, *args, scheduler: BoundScheduler, quiet: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._scheduler, self._quiet, self._reported = scheduler, quiet, {}
+
+    def _record(self, trial_id: str, result: dict) -> None:
+        ot = self._ot_trials[trial_id]
+        scores = result.get("fold_scores") or []
+        for k in range(self._reported.get(trial_id, 0), len(scores)):
+            ot.report(float(scores[k]), k)
+        self._reported[trial_id] = len(scores)
+        for key in ("node_id", "pid"):
+            if key in result:
+                ot.set_user_attr(key, result[key])
+        if "folds_json" in result:
+            ot.set_user_attr("folds", json.loads(result["folds_json"]))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._record(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials:
+            return
+        ot = self._ot_trials[trial_id]
+        if result:
             self._record(trial_id, result)
+        verdict = self._scheduler.pruned.pop(trial_id, None)
+        state, value = optuna.trial.TrialState.FAIL, None
+        if error:
+            ot.set_user_attr("error", "the trial raised: see the Ray log above")
+        elif verdict is not None:
+            ot.set_user_attr("pruned", verdict)
+            state = optuna.trial.TrialState.PRUNED
+        elif result and "pooled_json" in result:
+            ot.set_user_attr("pooled", json.loads(result["pooled_json"]))
+            state, value = optuna.trial.TrialState.COMPLETE, float(np.mean(result["fold_scores"]))
+        else:
+            ot.set_user_attr("error", "stopped before its last fold (the run was interrupted)")
+        self._ot_study.tell(ot, value, state=state)
+        self._completed_trials.add(trial_id)
+        if not self._quiet:
+            print(trial_line(self._ot_study.get_trials(deepcopy=False)[ot.number], self._ot_study),
+                  file=sys.stderr, flush=True)
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if trial_id in self._completed_trials:
-                return
-            ot = self._ot_trials[trial_id]
-            if result:
-                self._record(trial_id, result)
-            verdict = self._scheduler.pruned.pop(trial_id, None)
-            state, value = optuna.trial.TrialState.FAIL, None
-            if error:
-                ot.set_user_attr("error", "the trial raised: see the Ray log above")
-            elif verdict is not None:
-                ot.set_user_attr("pruned", verdict)
-                state = optuna.trial.TrialState.PRUNED
-            elif result and "pooled_json" in result:
-                ot.set_user_attr("pooled", json.loads(result["pooled_json"]))
-                state, value = optuna.trial.TrialState.COMPLETE, float(np.mean(result["fold_scores"]))
-            else:
-                ot.set_user_attr("error", "stopped before its last fold (the run was interrupted)")
-            self._ot_study.tell(ot, value, state=state)
-            self._completed_trials.add(trial_id)
-            if not self._quiet:
-                print(trial_line(self._ot_study.get_trials(deepcopy=False)[ot.number], self._ot_study),
-                      file=sys.stderr, flush=True)
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing: the study is resumed from its journal, not from Tune's experiment checkpoint."""
 
-    return BoundScheduler, RecordingSearch
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing, as for :meth:`save`."""
 
 
 def drive(settings: Settings, quota: int, n_existing: int) -> None:
     """Run ``quota`` trials through Ray Tune from this (driver) process."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables, our lines only
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     from ray import tune
     from ray.tune import FailureConfig, RunConfig, TuneConfig
 
-    BoundScheduler, RecordingSearch = _classes()
     store = storage(settings)
     study = open_study(settings, store=store)
     scheduler = BoundScheduler(BoundPruner(settings.folds), study)
-    search = RecordingSearch(space=lambda t: suggest(t, settings.space), metric="score", mode="max",
+    search = RecordingSearch(space=Suggest(settings.space), metric="score", mode="max",
                              sampler=make_sampler(settings, n_existing), study_name=STUDY_NAME, storage=store,
                              scheduler=scheduler, quiet=settings.quiet)
     run = tune.with_resources(tune.with_parameters(trainable, settings=settings),
@@ -196,17 +214,26 @@ def _drive_remote(settings: Settings, quota: int, n_existing: int, journal: byte
         return here.storage_path.read_bytes()
 
 
-def run_ray(settings: Settings, quota: int, n_existing: int) -> None:
+@contextmanager
+def session(address: str):
+    """Connected to the cluster for the duration; disconnected (the cluster keeps running) after."""
     import ray
 
-    connect(settings.address)
+    connect(address)
     try:
-        if ray.util.client.ray.is_connected():
-            path = settings.storage_path
-            journal = path.read_bytes() if path.exists() else b""
-            task = ray.remote(num_cpus=0)(_drive_remote)
-            path.write_bytes(ray.get(task.remote(settings, quota, n_existing, journal)))
-        else:
-            drive(settings, quota, n_existing)
+        yield
     finally:
         ray.shutdown()
+
+
+def run_ray(settings: Settings, quota: int, n_existing: int) -> None:
+    """``quota`` trials on the cluster this process is connected to (:func:`session`)."""
+    import ray
+
+    if ray.util.client.ray.is_connected():
+        path = settings.storage_path
+        journal = path.read_bytes() if path.exists() else b""
+        task = ray.remote(num_cpus=0)(_drive_remote)
+        path.write_bytes(ray.get(task.remote(settings, quota, n_existing, journal)))
+    else:
+        drive(settings, quota, n_existing)
