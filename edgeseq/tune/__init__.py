@@ -36,6 +36,8 @@ def tune(model: str, data, space="default", *, trials: int, folds: int, out, rec
 
     Everything the user can get wrong is checked before Optuna or Ray start: a bad space or a
     data directory with fewer records than folds should cost a second, not a cluster's start.
+    Local trials run in spawned processes when ``jobs`` > 1: a script calling this needs the
+    ``if __name__ == "__main__":`` guard.
     """
     from ..data.mitdb import select_records
 
@@ -57,9 +59,8 @@ def tune(model: str, data, space="default", *, trials: int, folds: int, out, rec
         raise EdgeseqError(f"--jobs must be at least 1, not {jobs}")
     settings = Settings(model=model, data=str(Path(data).resolve()), records=names, folds=folds, seed=seed,
                         metric=metric, space=space, trials=trials, out=str(Path(out).resolve()),
-                        jobs=jobs or os.cpu_count() or 1, address=address, gpus_per_trial=gpus_per_trial,
-                        quiet=quiet, train_best=train_best,
-                        extra={"max_concurrent": jobs} if address else {})
+                        jobs=jobs if address else jobs or os.cpu_count() or 1, address=address,
+                        gpus_per_trial=gpus_per_trial, quiet=quiet, train_best=train_best)
 
     if address:
         from .cluster import run_ray as run, session  # connected first: an unreachable cluster writes nothing

@@ -195,7 +195,7 @@ def drive(settings: Settings, quota: int, n_existing: int) -> None:
     tuner = tune.Tuner(
         run,
         tune_config=TuneConfig(search_alg=search, scheduler=scheduler, num_samples=quota,
-                               max_concurrent_trials=settings.extra.get("max_concurrent")),
+                               max_concurrent_trials=settings.jobs),
         run_config=RunConfig(storage_path=str(Path(settings.out).resolve() / "ray_results"), verbose=0,
                              failure_config=FailureConfig(max_failures=0, fail_fast=True)))
     grid = tuner.fit()

@@ -3,10 +3,12 @@ the shared journal storage, with :class:`~edgeseq.tune.search.BoundPruner`.
 
 Processes rather than ``study.optimize(n_jobs=J)`` threads: a trial's time goes to reading and
 filtering records (Python, scipy, wfdb) as much as to numpy products, so threads serialise on the
-GIL. Measured on the 2-core test machine, 6 ESN trials (units 30) on 6 shipped excerpts, 3 folds:
-one process 10.4 s, two threads 10.6 s, two processes 8.2 s including their ~2.5 s start (more
-trials amortise it). Rather than a local Ray instance: Ray's start alone takes longer than a
-small search here, and Optuna's own pruner interface then applies unchanged.
+GIL and oversubscribe BLAS. Measured on the 2-core test machine, 6 ESN trials on 6 shipped
+excerpts, 3 folds (seconds; one process / two threads / two processes, the last including their
+~2 s start): units 20-40: 10.7 / 19.2 / 6.9; units 200-400: 35.8 / 33.0 / 23.1. Rather than a
+local Ray instance: Ray's start alone (~10 s here) outlasts a small search, and Optuna's own
+pruner interface then applies unchanged. Workers are spawned, not forked (no inherited BLAS or
+torch threads), so a script calling ``tune(jobs>1)`` needs the ``if __name__ == "__main__":`` guard.
 
 Workers draw trials from one shared counter, so a worker whose trials are pruned early takes
 more of them, and the study ends with exactly ``--trials`` finished or pruned trials.

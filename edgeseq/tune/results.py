@@ -53,7 +53,7 @@ def history_png(study, path: Path, metric: str) -> Path:
     ax.set_title(f"optimisation history: {len(done)} finished, {len([t for t in trials if t.state == PRUNED])} "
                  f"pruned", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

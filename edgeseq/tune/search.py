@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -267,12 +267,11 @@ class Settings:
     space: dict
     trials: int
     out: str
-    jobs: int = 1
+    jobs: int | None = 1  # local: processes; Ray: most trials at once (None: as many as fit)
     address: str | None = None
     gpus_per_trial: float = 0
     quiet: bool = False
     train_best: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def storage_path(self) -> Path:
