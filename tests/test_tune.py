@@ -71,7 +71,8 @@ def test_local_search_writes_results_prints_a_line_per_trial_and_resumes(sample,
     assert len(lines) == 4 and all(LINE.match(l) for l in lines), res.stderr
     study = load(out)
     assert len(study.trials) == 4 and all(t.state in (COMPLETE, PRUNED) for t in study.trials)
-    assert len({t.user_attrs["pid"] for t in study.trials}) == 2  # two worker processes shared the trials
+    assert "running 4 more on 2 local process(es)" in res.stderr
+    # Not checked: how many trials each worker ran (a worker slow to start may find the counter spent).
     best = json.loads((out / "best.json").read_text())
     done = [t for t in study.trials if t.state == COMPLETE]
     top = max(done, key=lambda t: t.value)
