@@ -49,6 +49,9 @@ def history_png(study, path: Path, metric: str) -> Path:
         ax.step(xs + [max(t.number for t in trials)], ys + [ys[-1]], where="post", color="tab:red",
                 label="best so far")
     ax.set_xlabel("trial")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered, not measured
     ax.set_ylabel(f"{metric} (mean over folds)")
     ax.set_title(f"optimisation history: {len(done)} finished, {len([t for t in trials if t.state == PRUNED])} "
                  f"pruned", fontsize=10)
