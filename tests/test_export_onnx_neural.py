@@ -89,6 +89,12 @@ def test_int8_agrees_with_float_and_stores_int8(exported):
     ops = [n.op_type for n in model.graph.node]
     if exported["kind"] == "lstm":
         assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops
+        # 7-bit weights: u8 x s8 pair sums stay inside int16 on CPUs without VNNI (at 8 bits
+        # this model agreed with float on 97.5% of beats on an AVX2-only CPU)
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        for node in (n for n in model.graph.node if n.op_type == "DynamicQuantizeLSTM"):
+            for name in node.input[1:3]:
+                assert inits[name].dtype == np.int8 and np.abs(inits[name].astype(int)).max() <= 64, name
     assert "QuantizeLinear" in ops
 
 
