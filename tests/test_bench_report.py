@@ -81,3 +81,30 @@ def test_committed_results_render_and_benchmarks_md_is_current():
         assert f"{results['bridge']['ecg']['replay']['x_real_time']:.0f}x real time" in text
     # BENCHMARKS.md is what report.py makes of the committed JSONs: rerun it after a benchmark.
     assert (ROOT / "BENCHMARKS.md").read_text() == text
+
+
+def test_designs_and_heldout_int8_sections(tmp_path):
+    """ecg_designs.json and int8_heldout_*.json each render as their own table, not as 'other files';
+    a design row written before the per-patient figures shows '-' there."""
+    rep = _report()
+    d = _synthetic(tmp_path)
+    cls = {c: {"se": 0.5, "ppv": 0.25} for c in "NSVFQ"}
+    fs = {"accuracy": {"mean": 0.9, "min": 0.6, "worst_fold": 2, "n_folds": 22}}
+    designs = {"protocol": "leave-one-record-out inside DS1 (22 folds), pooled", "rows": {
+        "a": {"design": "design A", "accuracy": 0.94, "classes": cls, "fold_summary": fs, "command": "edgeseq cv a"},
+        "b": {"design": "design B", "accuracy": 0.93, "classes": cls, "command": "python b"}}}
+    short = {"accuracy": 0.9, "classes": {c: {"se": 0.5, "ppv": 0.5, "n": 3} for c in "NSVFQ"}}
+    heldout = {"command": "python tools/bench/int8_heldout.py --models esn", "model": "esn", "n_folds": 22,
+               "n_beats": 50977, "formats": {
+                   "onnx": {"float32": short, "int8": short, "same_label": 0.9991,
+                            "rule_vs_float": {"max_class_diff_points": 0.42, "met": True}},
+                   "tflite": {"float32": short, "int8": short, "same_label": 0.9950,
+                              "rule_vs_float": {"max_class_diff_points": 1.5, "met": False}}}}
+    (d / "ecg_designs.json").write_text(json.dumps(designs))
+    (d / "int8_heldout_esn.json").write_text(json.dumps(heldout))
+    text = rep.render(rep.load_results(d))
+    assert "| design A | 94.00 | 90.0 / 60.0 | 50.0 / 25.0 | 50.0 / 25.0 | `edgeseq cv a` |" in text
+    assert "| design B | 93.00 | - |" in text
+    assert "| ESN | 22 | 50,977 | onnx | 99.91 | 0.42 | met |" in text
+    assert "| ESN | 22 | 50,977 | tflite | 99.50 | 1.50 | not met |" in text
+    assert "## Other result files" not in text
