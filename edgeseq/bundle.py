@@ -56,6 +56,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _not_ours(out: Path) -> str | None:
+    """Why the non-empty directory ``out`` may not be replaced, or None when it provably is a
+    bundle edgeseq wrote: a manifest with our format key, and beside it only the plain files it
+    lists. Anything more may be the user's (a project with its own manifest.json, notes added
+    later), and replacing the directory would delete it."""
+    try:
+        m = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return f"no readable {MANIFEST}"
+    if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("files"), dict):
+        return f"its {MANIFEST} is not an edgeseq bundle manifest"
+    for p in sorted(out.iterdir()):
+        if p.name != MANIFEST and p.name not in m["files"]:
+            return f"{p.name} is not one of its files"
+        if p.is_symlink() or not p.is_file():
+            return f"{p.name} is not a plain file"
+    return None
+
+
 def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
                  files: dict[str, Path] | None = None) -> Path:
     """Write ``arrays`` to ``weights.npz``, copy ``files`` (name in the bundle -> source path, e.g.
@@ -65,11 +84,13 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
     write never leaves a bundle whose manifest and weights disagree.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise EdgeseqError(f"bundle path {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
-        raise EdgeseqError(f"refusing to write a bundle into {out}: it is a non-empty directory "
-                           "that is not a bundle")
+    if out.exists() and any(out.iterdir()):
+        foreign = _not_ours(out)
+        if foreign:
+            raise EdgeseqError(f"refusing to replace {out}: it is not a bundle edgeseq wrote ({foreign}); "
+                               "choose another --out or remove it yourself")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
@@ -91,7 +112,7 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
                          "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)}
                                     for k, v in arrays.items()}}
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
-        if out.exists():  # checked above: an old bundle, safe to replace whole
+        if out.exists():  # checked above: a bundle edgeseq wrote and nothing else, safe to replace whole
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:

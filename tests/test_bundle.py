@@ -96,9 +96,33 @@ def test_path_escape_in_manifest_is_refused(tmp_path):
         load_bundle(path)
 
 
-def test_overwrite_replaces_a_bundle_with_extra_content(tmp_path):
+@pytest.mark.parametrize("extra", ["plots/old.png", "notes.txt"])
+def test_a_bundle_with_content_it_does_not_list_is_not_replaced(tmp_path, extra):
+    """Replacing a directory deletes what is in it: only a bundle holding nothing but its own files
+    may go (issue 13: a project's manifest.json must not get its src/ deleted)."""
     path = _write(tmp_path)
-    (path / "plots").mkdir()
-    (path / "plots" / "old.png").write_bytes(b"png")
-    path = _write(tmp_path, W=np.ones(2, np.float32))
-    assert sorted(p.name for p in path.iterdir()) == [MANIFEST, WEIGHTS]
+    (path / extra).parent.mkdir(exist_ok=True)
+    (path / extra).write_bytes(b"mine")
+    with pytest.raises(EdgeseqError, match=f"refusing to replace .*{extra.split('/')[0]} is not one of its files"):
+        _write(tmp_path, W=np.ones(2, np.float32))
+    assert (path / extra).read_bytes() == b"mine" and load_bundle(path).arrays["W"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("manifest", ['{}', '{"format": "something-else", "files": {}}', 'not json', '[1, 2]'])
+def test_a_foreign_manifest_is_not_a_licence_to_delete(tmp_path, manifest):
+    app = tmp_path / "b.bundle"
+    (app / "src").mkdir(parents=True)
+    (app / MANIFEST).write_text(manifest)
+    (app / "src" / "main.js").write_text("x")
+    with pytest.raises(EdgeseqError, match="refusing to replace"):
+        _write(tmp_path)
+    assert (app / "src" / "main.js").read_text() == "x" and (app / MANIFEST).read_text() == manifest
+
+
+def test_a_symlinked_out_is_refused(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "b.bundle").symlink_to(target)
+    with pytest.raises(EdgeseqError, match="not a directory"):
+        _write(tmp_path)
+    assert target.is_dir() and not any(target.iterdir())

@@ -157,3 +157,25 @@ def test_error_truncated_signal(sample, small_bundle, tmp_path):
     (tmp_path / "208.dat").write_bytes((sample / "208.dat").read_bytes()[:1000])
     _one_line_error(_run(["evaluate", str(small_bundle), "--data", str(tmp_path), "--beats", "detected",
                           "--quiet"]), r"record 208: .*208\.dat")
+
+
+def test_train_out_never_deletes_a_directory_edgeseq_did_not_write(tmp_path, sample):
+    """Issue 13's repro: a project with its own manifest.json keeps its src/."""
+    app = tmp_path / "app"
+    (app / "src").mkdir(parents=True)
+    (app / "manifest.json").write_text("{}")
+    (app / "src" / "main.js").write_text("x")
+    proc = _run(["train", "ecg", "--data", str(sample), "--records", "106", "--param", "units=20", "--out", str(app),
+                 "--quiet"])
+    _one_line_error(proc, r"refusing to replace .*app: it is not a bundle edgeseq wrote")
+    assert (app / "src" / "main.js").read_text() == "x" and (app / "manifest.json").read_text() == "{}"
+
+
+def test_export_over_its_own_source_is_refused(tmp_path, small_bundle):
+    import shutil
+
+    b = shutil.copytree(small_bundle, tmp_path / "b.bundle")
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+    proc = _run(["export", str(b), "--format", "onnx", "--out", str(b)])
+    _one_line_error(proc, r"is the bundle being exported")
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before

@@ -360,7 +360,7 @@ def export_esn_onnx(bundle_path, out_dir, *, int8: bool = False, calibration=Non
     """
     import onnx
 
-    src, bundle, manifest = source_bundle(bundle_path)
+    src, bundle, manifest = source_bundle(bundle_path, out_dir)
     p = _esn_parts(manifest, bundle.arrays)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="edgeseq_onnx_") as work:

@@ -520,7 +520,7 @@ def export_neural_onnx(bundle_path, out_dir, *, int8: bool = False, calibration=
     """
     import onnx
 
-    src, bundle, manifest = source_bundle(bundle_path)
+    src, bundle, manifest = source_bundle(bundle_path, out_dir)
     p = _parts(manifest, bundle.arrays)
     graphs = {"float": build_window_model(p, form), "step": build_step_model(p)}
     if int8:

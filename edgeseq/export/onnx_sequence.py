@@ -105,7 +105,7 @@ def export_sequence_onnx(bundle_path, out_dir) -> Path:
     from the same directory)."""
     import onnx
 
-    src, bundle, manifest = source_bundle(bundle_path)
+    src, bundle, manifest = source_bundle(bundle_path, out_dir)
     p = _parts(manifest, bundle.arrays)
     with tempfile.TemporaryDirectory(prefix="edgeseq_onnx_seq_") as work:
         path = Path(work) / MODEL

@@ -553,7 +553,7 @@ def export_esn_tflite(bundle_path, out_dir, *, int8: bool = False, calibration=N
 
     ``calibration`` (int8 only): ``(windows, rr)`` arrays, or ``(data_dir, records)`` to read beats.
     """
-    src, bundle, manifest = source_bundle(bundle_path)
+    src, bundle, manifest = source_bundle(bundle_path, out_dir)
     p = _esn_parts(manifest, bundle.arrays)
     ranges = None
     if int8:

@@ -613,7 +613,7 @@ def export_neural_tflite(bundle_path, out_dir, *, int8: bool = False, calibratio
 
     ``calibration`` (int8 only): ``(windows, rr)`` arrays, or ``(data_dir, records)`` to read beats.
     """
-    src, bundle, manifest = source_bundle(bundle_path)
+    src, bundle, manifest = source_bundle(bundle_path, out_dir)
     p = _model(manifest, bundle.arrays)
     lstm = p["kind"] == "lstm"
     weights_name = manifest["model"].get("weights", WEIGHTS)

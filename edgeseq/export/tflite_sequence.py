@@ -115,7 +115,7 @@ def build_step_tflite(p: dict) -> bytes:
 def export_sequence_tflite(bundle_path, out_dir) -> Path:
     """Write an exported bundle: the source manifest plus a ``runtime`` section (``format``
     ``"tflite"``, ``graph_form`` ``"step"``), ``model.tflite`` and the source arrays."""
-    src, bundle, manifest = source_bundle(bundle_path)
+    src, bundle, manifest = source_bundle(bundle_path, out_dir)
     p = _parts(manifest, bundle.arrays)
     data = build_step_tflite(p)
     N, D, O = p["N"], p["D"], p["O"]
