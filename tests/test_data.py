@@ -125,3 +125,32 @@ def test_sample_rate_too_low(tmp_path):
                 write_dir=str(tmp_path))
     with pytest.raises(EdgeseqError, match=r"sample rate 50 Hz .* below"):
         load_record(tmp_path, "slow", annotations=False)
+
+
+@pytest.mark.parametrize("rate", ["-360", "abc", "0x168", "3.6e2"])
+def test_unreadable_sample_rate_is_refused_not_read_as_250(copy_dir, rate):
+    """wfdb reads these as its 250 Hz default (3.6e2 as 3.6 Hz); the record would be resampled from a
+    rate it never had."""
+    d = copy_dir("119")
+    lines = (d / "119.hea").read_text().splitlines()
+    lines[0] = lines[0].replace(" 360 ", f" {rate} ")
+    (d / "119.hea").write_text("\n".join(lines) + "\n")
+    with pytest.raises(EdgeseqError, match=rf"119\.hea: sample rate '{rate}' is not a positive number"):
+        load_record(d, "119")
+
+
+@pytest.mark.parametrize("field", ["360", "360.0", "360/1", "360(0)"])
+def test_valid_sample_rate_forms_still_read(copy_dir, field):
+    d = copy_dir("119")
+    lines = (d / "119.hea").read_text().splitlines()
+    lines[0] = lines[0].replace(" 360 ", f" {field} ")
+    (d / "119.hea").write_text("\n".join(lines) + "\n")
+    rec = load_record(d, "119")
+    assert rec.source_fs == 360.0 and len(rec.beat_samples) > 0
+
+
+def test_empty_annotation_file_is_refused_not_read_as_no_beats(copy_dir):
+    d = copy_dir("119")
+    (d / "119.atr").write_bytes(b"")
+    with pytest.raises(EdgeseqError, match=r"annotations .*119\.atr are empty \(0 bytes\)"):
+        load_record(d, "119")

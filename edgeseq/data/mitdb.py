@@ -7,6 +7,8 @@ becomes an :class:`~edgeseq.errors.EdgeseqError` that names the file.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -105,6 +107,23 @@ def resample(signal: np.ndarray, fs_from: float, fs_to: float) -> np.ndarray:
     return resample_poly(signal, ratio.numerator, ratio.denominator)
 
 
+_RATE = re.compile(r"^(\d+(\.\d*)?|\.\d+)(/[^\s(]+)?(\([^)]*\))?$")
+
+
+def _check_rate_field(name: str, hea: Path) -> None:
+    """The record line's sample-rate field, when present, must be a positive number: wfdb reads an
+    unparsable one (``-360``, ``abc``) as the 250 Hz default and ``3.6e2`` as 3.6 Hz, and the
+    record would be resampled from a rate it never had. An absent field is WFDB's documented 250 Hz default."""
+    try:
+        lines = hea.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise EdgeseqError(f"record {name}: cannot read header {hea}: {exc.strerror}") from None
+    record_line = next((ln.split() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), [])
+    if len(record_line) >= 3 and not _RATE.match(record_line[2]):
+        raise EdgeseqError(f"record {name}: cannot parse header {hea}: sample rate {record_line[2]!r} is not "
+                           "a positive number")
+
+
 def load_record(data_dir, name: str, *, fs: float = 360.0, lead: str = "MLII",
                 annotations: bool = True) -> Record:
     """Read one record's ``lead`` and its beat annotations, resampled to ``fs`` if needed."""
@@ -114,6 +133,7 @@ def load_record(data_dir, name: str, *, fs: float = 360.0, lead: str = "MLII",
     hea, dat = path.with_suffix(".hea"), None
     if not hea.exists():
         raise EdgeseqError(f"record {name}: header {hea} not found")
+    _check_rate_field(name, hea)
     try:
         header = wfdb.rdheader(str(path))
     except Exception as exc:  # wfdb raises many types for a malformed header
@@ -150,6 +170,8 @@ def load_record(data_dir, name: str, *, fs: float = 360.0, lead: str = "MLII",
         atr = path.with_suffix(".atr")
         if not atr.exists():
             raise EdgeseqError(f"record {name}: reference annotations {atr} not found")
+        if atr.stat().st_size == 0:  # wfdb reads it as "no beats": the record would silently drop out
+            raise EdgeseqError(f"record {name}: reference annotations {atr} are empty (0 bytes)")
         try:
             ann = wfdb.rdann(str(path), "atr")
         except Exception as exc:
