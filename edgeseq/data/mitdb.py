@@ -8,7 +8,6 @@ becomes an :class:`~edgeseq.errors.EdgeseqError` that names the file.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "tools" / "bench" / "results"
+from compare_models import LABELS, RESULTS, ROOT, machine
+
 CV = "edgeseq cv ecg --data ../shared/data/mitdb --folds 22"
 SCRIPT = "python tools/bench/ecg_designs.py --only"
 
@@ -49,9 +49,6 @@ SCRIPT_ROWS = {
 }
 
 
-LABELS = ("N", "S", "V", "F", "Q")
-
-
 def by_patient(y: np.ndarray, pred: np.ndarray, rec: np.ndarray) -> dict:
     """Mean and worst fold: with one record per fold, the mean and the worst patient."""
     from edgeseq.metrics import confusion, fold_summary, report
@@ -59,13 +56,10 @@ def by_patient(y: np.ndarray, pred: np.ndarray, rec: np.ndarray) -> dict:
     return fold_summary([report(confusion(y[rec == r], pred[rec == r], 5), LABELS) for r in np.unique(rec)], LABELS)
 
 
-def figures(conf: np.ndarray) -> dict:
-    tp = np.diag(conf)
-    se = tp / np.maximum(conf.sum(1), 1)
-    ppv = tp / np.maximum(conf.sum(0), 1)
-    return {"accuracy": float(tp.sum() / conf.sum()),
-            "classes": {c: {"se": float(se[i]), "ppv": float(ppv[i])} for i, c in enumerate(LABELS)},
-            "confusion": conf.tolist()}
+def stored(rep: dict) -> dict:
+    """The part of a report (``edgeseq.metrics.report``, or ``cross_validate``'s) a row keeps."""
+    return {"accuracy": rep["accuracy"], "confusion": rep["confusion"],
+            "classes": {c: {k: v[k] for k in ("se", "ppv")} for c, v in rep["classes"].items()}}
 
 
 class Beats:
@@ -185,7 +179,7 @@ def main() -> None:
 
         print("\n".join(designs_table(json.loads((RESULTS / "ecg_designs.json").read_text())["rows"])))
         return
-    from edgeseq.metrics import confusion
+    from edgeseq.metrics import confusion, report
     from edgeseq.tasks import ecg
 
     wanted = args.only.split(",") if args.only else list(CLI_ROWS) + list(SCRIPT_ROWS)
@@ -197,22 +191,18 @@ def main() -> None:
         if name in CLI_ROWS:
             what, params = CLI_ROWS[name]
             rep = ecg.cross_validate(args.data, folds=22, params=params, progress=False)
-            row = {"design": what, "accuracy": rep["accuracy"],
-                   "classes": {c: {k: v[k] for k in ("se", "ppv")} for c, v in rep["classes"].items()},
-                   "confusion": rep["confusion"], "fold_summary": rep["fold_summary"],
+            row = {"design": what, **stored(rep), "fold_summary": rep["fold_summary"],
                    "command": CV + "".join(f" --param {k}={v}" for k, v in params.items())}
         else:
             beats = beats or Beats(args.data)
             pred = script_row(name, beats)
-            row = {"design": SCRIPT_ROWS[name], **figures(confusion(beats.y, pred, 5)),
+            row = {"design": SCRIPT_ROWS[name], **stored(report(confusion(beats.y, pred, 5), LABELS)),
                    "fold_summary": by_patient(beats.y, pred, beats.rec), "command": f"{SCRIPT} {name}"}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows[name] = row
         c = row["classes"]
         print(f"{name:<18} acc {100 * row['accuracy']:.2f}  S {100 * c['S']['se']:.1f}/{100 * c['S']['ppv']:.1f}"
               f"  V {100 * c['V']['se']:.1f}/{100 * c['V']['ppv']:.1f}  ({row['seconds']} s)", flush=True)
-        from compare_models import machine
-
         out_path.write_text(json.dumps({"protocol": "leave-one-record-out inside DS1 (22 folds), pooled",
                                         "machine": machine(), "rows": rows}, indent=1) + "\n")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compare_models import LABELS, RESULTS, _export, _rule, _short, machine
+from compare_models import LABELS, RESULTS, ROOT, _export, _rule, _short, machine
 
 
 def run(data: str, model: str, folds: int, seed: int) -> dict:
@@ -71,7 +71,7 @@ def run(data: str, model: str, folds: int, seed: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(RESULTS.parents[3] / "shared" / "data" / "mitdb"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mitdb"))
     ap.add_argument("--models", default="esn")
     ap.add_argument("--folds", type=int, default=22)
     ap.add_argument("--seed", type=int, default=0)
