@@ -69,7 +69,7 @@ def test_a_payload_that_contradicts_info_is_reported_not_fatal():
 def test_device_error_frames_are_kept():
     t = StreamTracker()
     t.on_frame(P.Frame(P.ERROR, 0, 0, 0, 0, P.error_payload(2, "leads off")), 0.0)
-    assert t.device_errors == [(2, "leads off")]
+    assert t.device_errors == 1 and t.device_error_messages == [(2, "leads off")]
 
 
 @pytest.mark.parametrize("rate", [0.0, float("nan")])

@@ -30,10 +30,18 @@ class FrameDecoder:
         self.frames = self.crc_errors = self.framing_errors = 0
         self.bytes = self.discarded_bytes = 0
         self.last_error: str | None = None
+        # Per frame of the latest ``feed``: bad frames counted before it (where damage happened
+        # relative to good frames, which the loss accounting needs).
+        self.bad_before: list[int] = []
 
     @property
     def bad_frames(self) -> int:
         return self.crc_errors + self.framing_errors
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished frame (a stream that ends inside a frame loses it)."""
+        return len(self._buf)
 
     def reset(self) -> None:
         """Forget a partial frame (the port was reopened: what follows is a new stream)."""
@@ -44,6 +52,7 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         out: list[Frame] = []
+        self.bad_before = []
         if not data:
             return out
         self.bytes += len(data)
@@ -62,6 +71,7 @@ class FrameDecoder:
                 frame = self._decode(chunk, start)
                 if frame is not None:
                     out.append(frame)
+                    self.bad_before.append(self.bad_frames)
             start += len(chunk) + 1
         self._buf = bytearray(parts[-1])
         self._buf_start = start
@@ -136,7 +146,9 @@ class TextLineDecoder:
         runs: list[tuple[list, int]] = []
         lost = 0
         for line in lines:
-            if self._too_long:
+            if self._too_long or len(line) > self.MAX_LINE:
+                # Also when the whole long line came in one read: the limit must not depend on
+                # how the port happened to split the bytes.
                 self._too_long = False
                 vals = None
                 self.last_error = f"line {self.lines + 1}: longer than {self.MAX_LINE} bytes"

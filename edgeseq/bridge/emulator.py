@@ -10,7 +10,7 @@ data set as the four corner forces of a Wii-Balance-Board-sized plate, 0.01 N pe
 Fault accounting: the emulator knows, for every transmission, whether the host can receive it
 intact (unaltered, complete, and preceded on the wire by an intact 0x00 delimiter). From that it
 derives what the host must report (``expected``): frames accepted, duplicates, sequence gaps,
-lost frames and lost samples, counted from the first frame the host can see. A test compares
+lost frames counted from the first frame the host can see, and lost samples from index 0. A test compares
 these with ``edgeseq serve``'s summary.
 """
 
@@ -427,17 +427,17 @@ class Emulator:
         """What the host must count, from the first frame it can see."""
         seqs = self._intact
         if not seqs:
-            return {"frames": 0, "duplicates": 0, "seq_gaps": 0, "lost_frames": 0, "lost_samples": 0}
+            return {"frames": 0, "duplicates": 0, "seq_gaps": 0, "lost_frames": 0,
+                    "lost_samples": self.samples_sent}
         dups = sum(1 for a, b in zip(seqs, seqs[1:]) if a == b)
         uniq = sorted(set(seqs))
         gaps = sum(1 for a, b in zip(uniq, uniq[1:]) if b != a + 1)
         lost_frames = sum(b - a - 1 for a, b in zip(uniq, uniq[1:]))
         got = set(uniq)
-        sample_seqs = sorted(q for q in self._frame_samples if q in got)
-        lost_samples = 0
-        if sample_seqs:
-            first = sample_seqs[0]
-            lost_samples = sum(n for q, (_, n) in self._frame_samples.items() if q > first and q not in got)
+        # Every sample of a frame the host could not receive intact is lost, from index 0 (the
+        # host counts from the device's power-up, PROTOCOL.md section 3), so the host's
+        # samples + lost_samples equals ``samples`` sent.
+        lost_samples = sum(n for q, (_, n) in self._frame_samples.items() if q not in got)
         return {"frames": len(seqs), "duplicates": dups, "seq_gaps": gaps, "lost_frames": lost_frames,
                 "lost_samples": lost_samples}
 

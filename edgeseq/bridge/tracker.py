@@ -28,12 +28,48 @@ class Block:
     arrival: float  # host perf_counter() when the bytes carrying it were read
 
 
+#: Device ERROR messages kept for the summary (all are counted; the text of the first and the
+#: latest few is enough to diagnose, and a device that fails every frame must not grow memory).
+KEEP_ERRORS = 10
+
+
+def _finite_runs(x: np.ndarray, lost_before: int):
+    """Splits physical samples (n, channels) into runs of finite rows: ``[(offset, rows, lost_before)]``
+    plus the count of non-finite rows after the last run. A non-finite value is a lost sample, never
+    a model input (``edgeseq.finite``): the filters downstream would carry it forever."""
+    ok = np.isfinite(x).all(axis=1)
+    if ok.all():
+        return [(0, x, lost_before)], 0, 0
+    runs, lost, i, n = [], lost_before, 0, len(x)
+    bad = int(n - ok.sum())
+    while i < n:
+        if not ok[i]:
+            lost += 1
+            i += 1
+            continue
+        j = i
+        while j < n and ok[j]:
+            j += 1
+        runs.append((i, x[i:j], lost))
+        lost, i = 0, j
+    return runs, lost, bad
+
+
 class StreamTracker:
     """Feed it decoded frames in order; it returns :class:`Block` s and keeps the counts.
 
-    Samples that arrive before the device's ``INFO`` are held (up to ``hold_frames``) and
-    released once it comes, so a lost ``INFO`` costs nothing as long as the host can ask again
-    (``needs_info`` tells the caller to send ``START``).
+    The one place that decides what is lost: every index the device numbered up to the highest one
+    it announced (a SAMPLES frame's end, a HEARTBEAT's ``next_index``) is either in a delivered block
+    or counted in ``lost_samples``, whatever arrived first. Indices count from 0 (the device's
+    power-up, PROTOCOL.md section 3): samples numbered before the first index this host saw are
+    lost too but kept apart in ``lost_before_first`` (``lost_samples`` is the loss within the
+    stream seen), because a host that joins a device streaming for days would otherwise report
+    its whole past; ``edgeseq serve`` reports their sum.
+
+    Samples that arrive before the device's ``INFO`` are held (up to ``hold_frames``) and released
+    once it comes; a frame pushed out of the hold, and whatever is still held when the stream ends
+    (:meth:`finish`), is counted lost, so a lost or invalid ``INFO`` costs samples, never silence.
+    Non-finite physical values (a float32 NaN, a scale that overflows) are lost samples too.
     """
 
     def __init__(self, *, hold_frames: int = 4096):
@@ -42,15 +78,20 @@ class StreamTracker:
         self._held: deque = deque()
         self._last_seq: int | None = None
         self._recent_gaps = (0, 0)  # (events, frames) counted since the last samples frame
-        self._next_index: int | None = None  # unwrapped index of the next expected sample
+        self._next_index = 0  # unwrapped index of the next expected sample
+        self._started = False  # has any index been seen (the first one is taken as it comes)
         self._clock_hi = 0
         self._last_ts: int | None = None
         self.samples = self.lost_samples = 0
+        self.lost_before_first = self.nonfinite_samples = self.unreadable_frames = 0
         self.seq_gaps = self.lost_frames = self.duplicates = 0
-        self.device_errors: list[tuple[int, str]] = []
-        self.unknown_frames = self.payload_errors = self.restarts = 0
+        self.device_errors = 0
+        self.device_error_messages: list[tuple[int, str]] = []
+        self.unknown_frames: dict[str, int] = {}
+        self.payload_errors = self.restarts = self.info_changes = 0
         self.heartbeats = 0
         self.last_error: str | None = None
+        self.finished = False
 
     @property
     def needs_info(self) -> bool:
@@ -75,16 +116,20 @@ class StreamTracker:
                 return self._heartbeat(P.parse_heartbeat(frame), frame.timestamp_us, arrival)
             if frame.type == P.ERROR:
                 code, msg = P.parse_error(frame)
-                self.device_errors.append((code, msg))
-                if len(self.device_errors) > 100:
-                    del self.device_errors[0]
+                self.device_errors += 1
+                keep = self.device_error_messages
+                keep.append((code, msg))
+                if len(keep) > KEEP_ERRORS:
+                    del keep[1]  # the first one (often the cause) and the latest ones
                 return []
         except P.ProtocolError as e:
-            # CRC-valid but nonsensical: a firmware bug, not line noise. Say so, keep going.
+            # CRC-valid but nonsensical: a firmware bug, not line noise. Say so, keep going; its
+            # samples, if any, are counted by the index continuity of the next good frame.
             self.payload_errors += 1
             self.last_error = f"{frame.type_name} frame seq {frame.seq}: {e}"
             return []
-        self.unknown_frames += 1
+        name = frame.type_name
+        self.unknown_frames[name] = self.unknown_frames.get(name, 0) + 1
         return []
 
     def _sequence(self, frame: P.Frame) -> bool:
@@ -108,11 +153,12 @@ class StreamTracker:
         return self._clock_hi + ts
 
     def _unwrap_index(self, first: int) -> int:
-        if self._next_index is None:
+        """The unwrapped index nearest to where the stream is (forward by at most 2^31); may be
+        below ``_next_index``, even negative: :meth:`_advance` decides what going back means."""
+        if not self._started:
             return first
         base = self._next_index - (self._next_index % _U32)
         cand = base + first
-        # Nearest to where we expected it: forward by less than 2^31, or slightly behind.
         if cand - self._next_index > _U32 // 2:
             cand -= _U32
         elif self._next_index - cand > _U32 // 2:
@@ -120,93 +166,172 @@ class StreamTracker:
         return cand
 
     def _info(self, info: P.DeviceInfo, arrival: float) -> list[Block]:
-        if self.info is not None and (info.channels, info.sample_rate) != (self.info.channels, self.info.sample_rate):
-            self.restarts += 1
-            self._next_index = None
+        if self.info is not None and (info.channels, info.sample_rate, info.sample_format) != (
+                self.info.channels, self.info.sample_rate, self.info.sample_format):
+            # Indices keep counting across a new configuration (they count from power-up), so
+            # continuity still holds; the caller must check the new INFO against its model.
+            self.info_changes += 1
         self.info = info
         out: list[Block] = []
         held, self._held = self._held, deque()
-        for frame, t in held:
-            out += self._samples(frame, t)
+        for frame, t in held:  # in arrival order, heartbeats included
+            try:
+                if frame.type == P.HEARTBEAT:
+                    out += self._heartbeat_index(P.parse_heartbeat(frame), t, frame.timestamp_us)
+                else:
+                    out += self._samples(frame, t)
+            except P.ProtocolError as e:
+                # One held frame that contradicts this INFO must not take the others with it; its
+                # indices are counted by the continuity of the next one.
+                self.payload_errors += 1
+                self.last_error = f"held {frame.type_name} frame seq {frame.seq}: {e}"
         return out
+
+    def _advance(self, first: int, n: int) -> tuple[int, int]:
+        """Moves the expected index past ``n`` samples from the device's u32 index ``first``;
+        returns ``(unwrapped index, indices before it never received)``. Every loss is counted
+        here, and only here."""
+        if not self._started:
+            self._started = True
+            self.lost_before_first += first
+            self._next_index = first + n
+            return first, 0
+        idx = self._unwrap_index(first)
+        if idx < self._next_index:
+            # Indices went back: the device restarted, and its sequence numbers with them (a jump
+            # of 2^31 or more reads the same: a u32 cannot tell them apart). Its new stream counts
+            # from the index as sent; the jump in seq since the last samples was no loss.
+            self.restarts += 1
+            self.seq_gaps -= self._recent_gaps[0]
+            self.lost_frames -= self._recent_gaps[1]
+            idx = lost = first
+        else:
+            lost = idx - self._next_index
+        self._next_index = idx + n
+        self._recent_gaps = (0, 0)
+        self.lost_samples += lost
+        return idx, lost
+
+    def _hold(self, frame: P.Frame, arrival: float) -> list[Block]:
+        if len(self._held) >= self.hold_frames:
+            # Held too long without INFO: these samples cannot be interpreted; count them.
+            old, _ = self._held.popleft()
+            self._lose_frame(old)
+        self._held.append((frame, arrival))
+        return []
 
     def _samples(self, frame: P.Frame, arrival: float) -> list[Block]:
         if self.info is None:
-            if len(self._held) >= self.hold_frames:
-                # Held too long without INFO: these samples cannot be interpreted; count them.
-                old, _ = self._held.popleft()
-                self._lose_frame(old)
-            self._held.append((frame, arrival))
-            return []
+            return self._hold(frame, arrival)
         if frame.channels != self.info.channels or frame.sample_format != self.info.sample_format:
             raise P.ProtocolError(f"{frame.channels} channels of format {frame.sample_format}, but the "
                                   f"device's INFO announced {self.info.channels} of {self.info.sample_format}")
         first, raw = P.parse_samples(frame)
-        idx = self._unwrap_index(first)
-        lost = 0
-        if self._next_index is not None:
-            if idx < self._next_index:
-                # Indices went back: the device restarted, and its sequence numbers with them. Its
-                # new stream starts here; the jump in seq since the last samples was no loss.
-                self.restarts += 1
-                self.seq_gaps -= self._recent_gaps[0]
-                self.lost_frames -= self._recent_gaps[1]
-            else:
-                lost = idx - self._next_index
-        self._next_index = idx + len(raw)
-        self._recent_gaps = (0, 0)
-        self.samples += len(raw)
-        self.lost_samples += lost
-        return [Block(idx, self.info.to_physical(raw), lost, self._unwrap_time(frame.timestamp_us), arrival)]
+        idx, lost = self._advance(first, len(raw))
+        t = self._unwrap_time(frame.timestamp_us)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = self.info.to_physical(raw)
+        runs, tail, bad = _finite_runs(x, lost)
+        if bad:
+            self.nonfinite_samples += bad
+            self.lost_samples += bad
+            self.last_error = f"samples frame seq {frame.seq}: {bad} non-finite sample(s) counted lost"
+        self.samples += len(raw) - bad
+        dt = 1e6 / self.info.sample_rate
+        out = [Block(idx + off, rows, lb, t + int(round(off * dt)), arrival) for off, rows, lb in runs]
+        if tail:
+            # Lost at the end of the frame: an empty block carries the count to the pipeline now.
+            out.append(Block(idx + len(raw), np.zeros((0, self.info.channels)), tail,
+                             t + int(round(len(raw) * dt)), arrival))
+        return out
 
     def _lose_frame(self, frame: P.Frame) -> None:
-        # Only possible before the first INFO, so no index is known yet and continuity will not
-        # count these samples later: count them here.
+        """A held frame that will never be interpreted: a heartbeat still moves the index, the
+        samples of a samples frame count as lost through the index continuity (so a later frame
+        or heartbeat does not count them twice)."""
         try:
-            _, raw = P.parse_samples(frame)
+            if frame.type == P.HEARTBEAT:
+                self._heartbeat_index(P.parse_heartbeat(frame), 0.0, None)
+                return
+            first, raw = P.parse_samples(frame)
         except P.ProtocolError:
-            return
+            self.unreadable_frames += 1
+            return  # its indices are counted by the continuity of the next readable frame
+        self._advance(first, 0)
+        self._next_index += len(raw)
         self.lost_samples += len(raw)
-        self.last_error = f"{len(raw)} samples arrived before the device's INFO and were dropped"
+        self.last_error = f"{len(raw)} samples arrived before the device's INFO and were counted lost"
 
     def _heartbeat(self, next_index: int, ts: int, arrival: float) -> list[Block]:
-        if self.info is None or self._next_index is None:
+        if self.info is None:
+            # Held in order with the samples frames: its index means something only after theirs.
+            frame = P.Frame(P.HEARTBEAT, 0, ts, 0, 0, P.heartbeat_payload(next_index))
+            return self._hold(frame, arrival)
+        return self._heartbeat_index(next_index, arrival, ts)
+
+    def _heartbeat_index(self, next_index: int, arrival: float, ts: int | None) -> list[Block]:
+        if self._started and self._unwrap_index(next_index) <= self._next_index:
+            return []  # nothing new (or behind: a restart shows in the next samples frame)
+        # Samples lost at the end of a stream (or before a pause): no later frame will say so.
+        idx, lost = self._advance(next_index, 0)
+        if not lost or self.info is None:
             return []
-        idx = self._unwrap_index(next_index)
-        if idx > self._next_index:
-            # Samples lost at the end of a stream (or before a pause): no later frame will say so.
-            lost = idx - self._next_index
-            self._next_index = idx
-            self.lost_samples += lost
-            return [Block(idx, np.zeros((0, self.info.channels)), lost, self._unwrap_time(ts), arrival)]
-        return []
+        t = self._unwrap_time(ts) if ts is not None else (self._clock_hi + (self._last_ts or 0))
+        return [Block(idx, np.zeros((0, self.info.channels)), lost, t, arrival)]
+
+    def finish(self) -> None:
+        """End of stream: frames still waiting for an INFO that never came (or never parsed) are
+        counted lost, and the indices their heartbeats announced. Idempotent."""
+        if self.finished:
+            return
+        self.finished = True
+        held, self._held = self._held, deque()
+        for frame, _ in held:
+            self._lose_frame(frame)
 
     def summary(self) -> dict:
         return {"samples": self.samples, "lost_samples": self.lost_samples, "seq_gaps": self.seq_gaps,
                 "lost_frames": self.lost_frames, "duplicates": self.duplicates,
-                "device_errors": len(self.device_errors), "payload_errors": self.payload_errors,
-                "restarts": self.restarts}
+                "device_errors": self.device_errors, "payload_errors": self.payload_errors,
+                "restarts": self.restarts, "lost_before_first": self.lost_before_first,
+                "nonfinite_samples": self.nonfinite_samples, "unreadable_frames": self.unreadable_frames,
+                "info_changes": self.info_changes,
+                "unknown_frames": dict(self.unknown_frames),
+                "device_error_messages": [f"{P.ERROR_CODES.get(c, c)}: {m}" for c, m in self.device_error_messages]}
 
 
 class TextTracker:
     """Plain text lines (no sequence numbers, no device clock): blocks counted from the first good
-    line at the rate given on the command line; a bad line is one lost sample."""
+    line at the rate given on the command line; a bad line is one lost sample, and so is a value
+    that is not finite once scaled (``1e300`` times a scale of ``1e10``)."""
 
     def __init__(self, sample_rate: float, scale=1.0, offset=0.0):
         self.sample_rate = float(sample_rate)
         self.scale, self.offset = scale, offset
         self._next = 0
-        self.samples = self.lost_samples = 0
+        self.samples = self.lost_samples = self.nonfinite_samples = 0
 
-    def on_run(self, values: np.ndarray, lost_before: int, arrival: float) -> Block:
-        self._next += lost_before
+    def on_run(self, values: np.ndarray, lost_before: int, arrival: float) -> list[Block]:
+        first = self._next + lost_before
+        self._next = first + len(values)
         self.lost_samples += lost_before
-        first = self._next
-        self._next += len(values)
-        self.samples += len(values)
-        x = values * np.asarray(self.scale) + np.asarray(self.offset)
-        return Block(first, x, lost_before, int(round(first * 1e6 / self.sample_rate)), arrival)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = values * np.asarray(self.scale) + np.asarray(self.offset)
+        runs, tail, bad = _finite_runs(x, lost_before) if len(x) else ([], lost_before, 0)
+        self.nonfinite_samples += bad
+        self.lost_samples += bad
+        self.samples += len(values) - bad
+        out = [Block(first + off, rows, lb, int(round((first + off) * 1e6 / self.sample_rate)), arrival)
+               for off, rows, lb in runs]
+        if tail:
+            end = first + len(values)
+            out.append(Block(end, np.zeros((0, x.shape[1] if x.ndim == 2 else 0)), tail,
+                             int(round(end * 1e6 / self.sample_rate)), arrival))
+        return out
+
+    def finish(self) -> None:
+        pass
 
     def summary(self) -> dict:
         return {"samples": self.samples, "lost_samples": self.lost_samples, "seq_gaps": 0, "lost_frames": 0,
-                "duplicates": 0}
+                "duplicates": 0, "nonfinite_samples": self.nonfinite_samples}
