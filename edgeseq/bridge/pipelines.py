@@ -15,6 +15,7 @@ import numpy as np
 
 from ..bundle import load_bundle, read_manifest
 from ..errors import EdgeseqError
+from ..finite import UNLABELLED, decide
 from .tracker import Block
 
 
@@ -28,11 +29,6 @@ class Prediction:
     scores: list | None = None
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class _Base:
     channels = 1
 
@@ -44,6 +40,7 @@ class _Base:
         self.channel = channel
         self.windows_dropped = 0
         self.predictions = 0
+        self.nonfinite_outputs = 0  # beats/windows whose model output was NaN or infinite: counted, never labelled
 
     def check_stream(self, sample_rate: float, channels: int, where: str) -> None:
         """Refuse a stream that the model was not trained for, before any prediction."""
@@ -65,7 +62,8 @@ class _Base:
         return x
 
     def summary(self) -> dict:
-        return {"predictions": self.predictions, "windows_dropped": self.windows_dropped}
+        return {"predictions": self.predictions, "windows_dropped": self.windows_dropped,
+                "nonfinite_outputs": self.nonfinite_outputs}
 
 
 class EcgPipeline(_Base):
@@ -92,7 +90,7 @@ class EcgPipeline(_Base):
         self._make = lambda: EcgBeatStream(self.prep, QRSDetector.from_config(self._detector_cfg),
                                            max_fill_s=max_fill_s)
         self.stream = self._make()
-        self._earlier = {"beats_detected": 0, "beats_unscored": 0, "stream_resets": 0}
+        self._earlier = {"beats_detected": 0, "beats_unscored": 0, "stream_resets": 0, "overflow_samples": 0}
         self._base: int | None = None  # device index of the stream's sample 0
         self._last_arrival = 0.0
 
@@ -145,13 +143,18 @@ class EcgPipeline(_Base):
             return []
         w = np.stack([b.window for b in good]).astype(np.float32)
         f = np.stack([b.rr for b in good]).astype(np.float32)
-        z = np.asarray(self._logits(w, f), dtype=np.float64)
-        p = _softmax(z)
-        k = np.argmax(z, axis=1)
-        self.predictions += len(good)
-        return [Prediction(self._base + b.r, self.labels[int(k[i])], int(k[i]), float(p[i, k[i]]), arrival,
-                           [round(float(v), 4) for v in p[i]])
-                for i, b in enumerate(good)]
+        with np.errstate(all="ignore"):
+            z = np.asarray(self._logits(w, f), dtype=np.float64)
+        k, p = decide(z)
+        out = []
+        for i, b in enumerate(good):
+            if k[i] == UNLABELLED:
+                self.nonfinite_outputs += 1
+                continue
+            out.append(Prediction(self._base + b.r, self.labels[int(k[i])], int(k[i]), float(p[i, k[i]]), arrival,
+                                  [round(float(v), 4) for v in p[i]]))
+        self.predictions += len(out)
+        return out
 
     def summary(self) -> dict:
         return {**super().summary(), **self._counts()}
@@ -161,7 +164,8 @@ class EcgPipeline(_Base):
         s, e = self.stream, self._earlier
         return {"beats_detected": e["beats_detected"] + s.beats_detected,
                 "beats_unscored": e["beats_unscored"] + s.beats_unscored,
-                "stream_resets": e["stream_resets"] + s.resets}
+                "stream_resets": e["stream_resets"] + s.resets,
+                "overflow_samples": e["overflow_samples"] + s.overflow_samples}
 
 
 class WindowPipeline(_Base):
@@ -227,6 +231,8 @@ class WindowPipeline(_Base):
             if not len(x):
                 return []
             self._base = block.first_index
+        elif block.lost_before >= self.window:
+            self._skip(block.lost_before)
         elif block.lost_before:
             # Placeholders keep the time axis; the mask keeps them out of every prediction.
             self._buf = np.concatenate([self._buf, np.zeros((block.lost_before, self.channels))])
@@ -239,25 +245,47 @@ class WindowPipeline(_Base):
             if self._bad[s:self._next_end].any():
                 self.windows_dropped += 1
             else:
-                Y = np.asarray(self._run(self._inputs(self._buf[s:self._next_end])))
-                y = Y.mean(axis=0) if self._mean_output else Y[-1]
-                out.append(self._predict(y, self._base + self._next_end - 1, block.arrival))
+                with np.errstate(all="ignore"):
+                    Y = np.asarray(self._run(self._inputs(self._buf[s:self._next_end])), dtype=np.float64)
+                    y = Y.mean(axis=0) if self._mean_output else Y[-1]
+                p = self._predict(np.atleast_1d(y), self._base + self._next_end - 1, block.arrival)
+                if p is not None:
+                    out.append(p)
             self._next_end += self.hop
         # Keep only what a future window can still use: memory stays bounded.
-        keep = max(0, self._next_end - self.window)
+        # Never past the samples held: with a hop longer than the window, _base must stay the
+        # index of _buf[0] (trimming further shifted every later window by the difference).
+        keep = min(max(0, self._next_end - self.window), len(self._buf))
         if keep:
             self._buf, self._bad = self._buf[keep:], self._bad[keep:]
             self._base += keep
             self._next_end -= keep
         return out
 
-    def _predict(self, y: np.ndarray, sample: int, arrival: float) -> Prediction:
+    def _predict(self, y: np.ndarray, sample: int, arrival: float) -> Prediction | None:
+        (k,), (p,) = decide(np.asarray(y, dtype=np.float64).reshape(1, -1))
+        if k == UNLABELLED:
+            self.nonfinite_outputs += 1
+            return None
         self.predictions += 1
         if self.labels:
-            p = _softmax(y[None].astype(np.float64))[0]
-            k = int(np.argmax(y))
+            k = int(k)
             return Prediction(sample, self.labels[k], k, float(p[k]), arrival, [round(float(v), 4) for v in p])
         return Prediction(sample, None, None, float(y[0]), arrival, [float(v) for v in y] if len(y) > 1 else None)
+
+    def _skip(self, gap: int) -> None:
+        """A gap of at least a window: counted, never materialised (one CRC-valid frame can jump the
+        index by 2^31). Every window on the hop grid that overlaps the gap is dropped now, by
+        arithmetic -- including those that would only have completed with samples still to come;
+        the buffer restarts at the first sample after the gap, on the same grid."""
+        gap_end = len(self._buf) + gap  # relative to _base: the first sample after the gap
+        # The first window end e on the grid with e - window >= gap_end lies past the gap.
+        first_clean = self._next_end + max(0, -(-(gap_end + self.window - self._next_end) // self.hop)) * self.hop
+        self.windows_dropped += (first_clean - self._next_end) // self.hop
+        self._base += gap_end
+        self._next_end = first_clean - gap_end
+        self._buf = np.zeros((0, self.channels))
+        self._bad = np.zeros(0, bool)
 
     def flush(self) -> list[Prediction]:
         return []

@@ -81,7 +81,9 @@ class EcgBeatStream:
     Counters: ``samples`` (received), ``lost_samples`` (reported lost), ``filled_samples``
     (interpolated), ``beats_detected`` (R peaks), ``beats_unscored`` (no previous or next beat in
     their segment, or a window that does not fit in it: offline drops them too), ``dropped``
-    (returned with ``ok=False``, or discarded by a reset), ``resets`` (gaps too long to fill).
+    (returned with ``ok=False``, or discarded by a reset), ``resets`` (gaps too long to fill, or a
+    state gone non-finite), ``overflow_samples`` (samples fed while the state went non-finite:
+    lost, as in ``lost_samples``, not in ``samples``).
     Once flushed, ``beats_detected == returned ok + dropped + beats_unscored``.
     """
 
@@ -116,6 +118,7 @@ class EcgBeatStream:
         self.beats_unscored = 0
         self.dropped = 0
         self.resets = 0
+        self.overflow_samples = 0
         self._origin = 0  # stream index of the current segment's first sample
         self._pending_lost = 0
         self.detector.reset()  # a detector used before would count from its old stream
@@ -150,10 +153,43 @@ class EcgBeatStream:
                 self.resets += 1
                 self._new_segment()
                 self._origin = end + gap
-        self._push(x, False, out)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._push(x, False, out)
+        if not self._healthy():
+            self._overflow(x, out)
+            return out
         self.samples += len(x)
         self._last_x = float(x[-1])
         return out
+
+    def _healthy(self) -> bool:
+        """Is every state that carries over to the next chunk finite? A huge but finite sample
+        (``1e200`` from a text line) squares to infinity inside the detector, and from then on
+        every threshold and window would be NaN: the stream must notice and start over."""
+        d = self.detector
+        parts = [self._filter._z, d._sq_tail, d._mh, d._yh, d._dh,
+                 np.fromiter(d._qrs, float), np.fromiter(d._noise, float), np.fromiter(d._rr, float)]
+        if self._nf:
+            parts.append(self._buf[max(0, self._nf - 64):self._nf])
+        return all(np.isfinite(p).all() for p in parts)
+
+    def _overflow(self, x: np.ndarray, out: list) -> None:
+        """The state went non-finite while ``x`` went through: ``x`` counts as lost
+        (``overflow_samples``), the beats it finished are dropped (not ok), the beats still being
+        assembled are unscored, and a new segment (zero filter, fresh detector) starts after ``x``."""
+        for i, b in enumerate(out):
+            if b.ok:
+                self.dropped += 1
+                out[i] = Beat(b.r, b.window, b.rr, False, "filter overflow")
+        self.beats_unscored += len(self._pending)
+        self._pending.clear()
+        end = self._origin + self._n
+        self.overflow_samples += len(x)
+        self.lost_samples += len(x)
+        self.resets += 1
+        self.detector.reset()
+        self._new_segment()
+        self._origin = end
 
     def flush(self) -> list[Beat]:
         """End of stream: decides what the detector holds, returns what can be finished, resets;
@@ -180,7 +216,7 @@ class EcgBeatStream:
 
     def counters(self) -> dict:
         return {k: getattr(self, k) for k in ("samples", "lost_samples", "filled_samples", "beats_detected",
-                                              "beats_unscored", "dropped", "resets")}
+                                              "beats_unscored", "dropped", "resets", "overflow_samples")}
 
     # ---- segments -------------------------------------------------------------------------
     def _new_segment(self) -> None:
