@@ -10,7 +10,6 @@ way out: the pipeline is flushed, the JSON lines and the raw recording are flush
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeseqError
+from ..outputs import Appender
 from . import protocol as P
 from .decoder import FrameDecoder, TextLineDecoder
 from .link import open_link
@@ -26,22 +26,18 @@ from .tracker import StreamTracker, TextTracker
 
 
 class _Out:
-    """Predictions to stdout (unless quiet) and to a JSON-lines file (line-buffered: a crash loses
-    at most the line being written)."""
+    """Predictions to stdout (unless quiet) and to a JSON-lines file through ``outputs.Appender``:
+    strict JSON (a NaN reaching it is a bug and fails loudly), flushed at least once a second, a
+    full disk one line."""
 
     def __init__(self, path, quiet: bool, stream=None):
         self.quiet = quiet
         self.stream = stream or sys.stdout
-        self.f = None
-        if path:
-            try:
-                self.f = open(path, "a", buffering=1)
-            except OSError as e:
-                raise EdgeseqError(f"cannot write predictions to {path}: {e.strerror}") from None
+        self.f = Appender(path, "predictions (--out)") if path else None
 
     def write(self, rec: dict) -> None:
         if self.f:
-            self.f.write(json.dumps(rec) + "\n")
+            self.f.write_json(rec)
         if not self.quiet:
             what = rec["label"] if rec.get("label") is not None else f"{rec['score']:.4g}"
             t = rec.get("device_time_s")
@@ -52,6 +48,38 @@ class _Out:
     def close(self) -> None:
         if self.f:
             self.f.close()
+
+
+class LatencyHistogram:
+    """Latencies in a fixed log-spaced histogram (1 us to 1000 s, 100 bins per decade: quantiles
+    within 2.4 %), so a service running for weeks keeps the same few kilobytes for p50/p99 instead
+    of a list that grows with every prediction. The exact maximum is kept beside it."""
+
+    LO, DECADES, PER_DECADE = -3.0, 9, 100
+
+    def __init__(self):
+        self.counts = np.zeros(self.DECADES * self.PER_DECADE + 2, dtype=np.int64)  # + under/overflow
+        self.n = 0
+        self.max = 0.0
+
+    def add(self, ms: float) -> None:
+        if not np.isfinite(ms):
+            return
+        self.n += 1
+        self.max = max(self.max, ms)
+        b = (np.log10(ms) - self.LO) * self.PER_DECADE if ms > 0 else -1.0
+        self.counts[int(np.clip(np.floor(b) + 1, 0, len(self.counts) - 1))] += 1
+
+    def quantile(self, q: float) -> float | None:
+        if not self.n:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.counts), q * self.n, side="left"))
+        if k == 0:
+            return 10 ** self.LO
+        if k == len(self.counts) - 1:
+            return self.max
+        # Geometric middle of the bin, never above the largest latency seen.
+        return min(self.max, 10 ** (self.LO + (k - 0.5) / self.PER_DECADE))
 
 
 class Bridge:
@@ -83,10 +111,13 @@ class Bridge:
         self._last_start = 0.0
         self._anchor = (0, 0)  # (sample index, device time us) of the latest block
         self._next_index: int | None = None
-        self._latency: list[float] = []
+        self._latency = LatencyHistogram()
+        self._info_checked = None  # the INFO the pipeline was last checked against
+        self._bad_at_index = 0  # decoder's bad frames when the device last told us an index
         self.link = open_link(port, baudrate=baudrate, on_connect=self._on_connect, record=record,
                               give_up_s=give_up_s)
         self.ended: str | None = None
+        self._t0 = time.perf_counter()
         self._waiting_said = False
 
     # ---- host to device ---------------------------------------------------------------------
@@ -102,7 +133,23 @@ class Bridge:
 
     # ---- loop -------------------------------------------------------------------------------
     def run(self) -> dict:
-        t0 = time.perf_counter()
+        """Serves until the end; the summary is returned, or attached to the ``EdgeseqError`` that
+        ended the run (``.summary``) so the CLI prints it on the way out as well."""
+        t0 = self._t0 = time.perf_counter()
+        try:
+            self._loop()
+        except EdgeseqError as e:
+            e.summary = self.summary(time.perf_counter() - t0)
+            raise
+        s = self.summary(time.perf_counter() - t0)
+        if self.link.connects == 0 and self.ended != "interrupted":
+            # Waiting was asked for (--give-up, --duration) and nothing ever came: that is a failure.
+            e = EdgeseqError(f"never connected to {self.port}: {self.ended}")
+            e.summary = s
+            raise e
+        return s
+
+    def _loop(self) -> None:
         self.link.start()
         deadline = None if self.duration_s is None else time.monotonic() + self.duration_s
         try:
@@ -113,9 +160,11 @@ class Bridge:
                 item = self.link.get(timeout=0.05)
                 if item is None:
                     self._maybe_ask_info()
-                    self._say_waiting(t0)
+                    self._say_waiting(time.perf_counter())
                     continue
                 kind, data, arrival = item
+                if kind == "error":
+                    raise EdgeseqError(data)
                 if kind == "end":
                     self.ended = data
                     break
@@ -129,22 +178,24 @@ class Bridge:
             self.ended = "interrupted"
         finally:
             try:
+                # Frames still waiting for an INFO, and indices announced but never received, are
+                # counted lost now: the stream is over.
+                self.tracker.finish()
                 self._emit(self.pipeline.flush())
                 if not self.text:
                     self._send(P.STOP)
             finally:
                 self.link.close()
                 self.out.close()
-        return self.summary(time.perf_counter() - t0)
 
     def _status(self, msg: str) -> None:
         """Connection news on stderr (stdout carries the predictions and the summary)."""
         print(f"serve: {msg}", file=sys.stderr, flush=True)
 
-    def _say_waiting(self, t0: float) -> None:
+    def _say_waiting(self, now: float) -> None:
         # Once per disconnection, after a second: the user should know why nothing happens.
         if (self.link.connects == self.link.disconnects and not self._waiting_said
-                and time.perf_counter() - t0 > 1.0 and self.link.last_error):
+                and now - self._t0 > 1.0 and self.link.last_error):
             self._status(f"waiting for {self.port} ({self.link.last_error}); retrying with back-off")
             self._waiting_said = True
         elif self.link.connects > self.link.disconnects:
@@ -164,16 +215,34 @@ class Bridge:
                     self.pipeline.check_stream(self.tracker.sample_rate, values.shape[1], f"{self.port} (text lines)")
                     self._checked = True
                 if self._checked:
-                    self._block(self.tracker.on_run(values, lost, arrival))
+                    for b in self.tracker.on_run(values, lost, arrival):
+                        self._block(b)
             return
-        for frame in self.decoder.feed(data):
+        frames = self.decoder.feed(data)
+        for frame, bad_before in zip(frames, self.decoder.bad_before):
             blocks = self.tracker.on_frame(frame, arrival)
-            if not self._checked and self.tracker.info is not None:
-                info = self.tracker.info
-                self.pipeline.check_stream(info.sample_rate, info.channels, f"device {info.device_id!r} on {self.port}")
-                self._checked = True
+            if frame.type in (P.SAMPLES, P.HEARTBEAT):
+                # Damaged frames before this one are covered by its index (or the held frame's, at
+                # the end); only damage after the last such frame can hide samples for good.
+                self._bad_at_index = bad_before
+            info = self.tracker.info
+            if info is not None and info is not self._info_checked:
+                self._check_info(info)
             for b in blocks:
                 self._block(b)
+
+    def _check_info(self, info) -> None:
+        """Every INFO that changes the stream is checked against the bundle like the first one:
+        a device reconfigured mid-stream to another rate must not be classified as if it were not."""
+        old, self._info_checked = self._info_checked, info
+        if old is not None and (old.sample_rate, old.channels, old.sample_format) == (
+                info.sample_rate, info.channels, info.sample_format):
+            return
+        self.pipeline.check_stream(info.sample_rate, info.channels, f"device {info.device_id!r} on {self.port}")
+        if old is not None:
+            # Filters and windows were built for the old stream: what follows is a new one.
+            self._emit(self.pipeline.restart())
+        self._checked = True
 
     def _block(self, block) -> None:
         if self._next_index is not None and block.first_index < self._next_index:
@@ -194,7 +263,7 @@ class Bridge:
         i0, t_us = self._anchor
         for p in preds:
             lat = (now_perf - p.arrival) * 1e3
-            self._latency.append(lat)
+            self._latency.add(lat)
             rec = {"sample": int(p.sample),
                    "device_time_s": round((t_us + (p.sample - i0) * 1e6 / fs) / 1e6, 6) if fs else None,
                    "host_time": round(now, 6), "label": p.label, "score": round(p.score, 6),
@@ -207,19 +276,34 @@ class Bridge:
                 self._send(P.PREDICTION, P.prediction_payload(int(p.sample), lab, float(p.score), p.label or ""))
 
     def summary(self, elapsed: float) -> dict:
-        d, t = self.decoder, self.tracker.summary()
+        """Counts such that ``samples + lost_samples`` is every sample the device numbered up to the
+        last index it announced: ``samples`` went into the model, ``lost_samples`` never arrived,
+        arrived unreadable or non-finite, or overflowed the filters (``overflow_samples``); of them,
+        ``lost_before_first`` were numbered before the first index seen (all of the device's past,
+        for a host that joined a running stream).
+        ``lost_unknown_frames`` are damaged frames after the last index the device announced:
+        samples they carried (if any) cannot be counted, so the count is not claimed exact."""
+        d, t, ps = self.decoder, self.tracker.summary(), self.pipeline.summary()
+        over = int(ps.get("overflow_samples", 0))
         s = {"frames": getattr(d, "frames", getattr(d, "lines", 0)), "crc_errors": getattr(d, "crc_errors", 0),
-             "seq_gaps": t["seq_gaps"], "lost_samples": t["lost_samples"],
-             **self.pipeline.summary()}
+             "seq_gaps": t["seq_gaps"], "lost_samples": t["lost_samples"] + t.get("lost_before_first", 0) + over, **ps,
+             "nonfinite_samples": t.get("nonfinite_samples", 0)}
         if self.text:
             s.update(lines=d.lines, bad_lines=d.bad_lines, skipped_lines=d.skipped_lines)
         else:
+            unknown = d.bad_frames - self._bad_at_index + (1 if d.pending_bytes else 0)
             s.update(framing_errors=d.framing_errors, lost_frames=t["lost_frames"], duplicates=t["duplicates"],
-                     device_errors=t["device_errors"], payload_errors=t["payload_errors"], restarts=t["restarts"])
-        lat = np.asarray(self._latency)
-        s.update(samples=t["samples"], bytes=d.bytes, connects=self.link.connects, disconnects=self.link.disconnects,
-                 latency_ms={"p50": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
-                             "p99": round(float(np.percentile(lat, 99)), 3) if len(lat) else None},
+                     device_errors=t["device_errors"], payload_errors=t["payload_errors"], restarts=t["restarts"],
+                     lost_before_first=t["lost_before_first"], lost_unknown_frames=max(0, unknown),
+                     info_changes=t["info_changes"], unreadable_frames=t["unreadable_frames"],
+                     unknown_frames=t["unknown_frames"], device_error_messages=t["device_error_messages"])
+        lat = self._latency
+        p50, p99 = lat.quantile(0.5), lat.quantile(0.99)
+        s.update(samples=t["samples"] - over, bytes=d.bytes, connects=self.link.connects,
+                 disconnects=self.link.disconnects,
+                 latency_ms={"p50": None if p50 is None else round(p50, 3),
+                             "p99": None if p99 is None else round(p99, 3),
+                             "max": round(lat.max, 3) if lat.n else None},
                  elapsed_s=round(elapsed, 3), ended=self.ended)
         return s
 
