@@ -407,17 +407,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _exit_on_sigterm() -> None:
-    """SIGTERM ends a serve/emulate run like Ctrl-C: flushed outputs and a summary line."""
+def _exit_on_sigterm(on_signal=None) -> None:
+    """SIGTERM and SIGHUP (a closed terminal, systemd's reload) end a serve/emulate run like
+    Ctrl-C: flushed outputs and a summary line, never a death without one. ``on_signal(name)``
+    is told which signal came, before the interrupt."""
     import signal
 
     def handler(signum, frame):
+        if on_signal is not None:
+            on_signal(signal.Signals(signum).name)
         raise KeyboardInterrupt
 
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (tests calling main() from a thread)
-        pass
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (tests calling main() from a thread)
+            pass
 
 
 def cmd_profile(args) -> int:
@@ -468,11 +475,21 @@ def cmd_profile(args) -> int:
 def cmd_serve(args) -> int:
     from .bridge.serve import serve
 
-    _exit_on_sigterm()
-    summary = serve(args.port, args.bundle, out=args.out, record=args.record, duration_s=args.duration,
-                    text=args.text, rate=args.rate, scale=args.scale, offset=args.offset, channel=args.channel,
-                    baudrate=args.baud, give_up_s=args.give_up, quiet=args.quiet, threads=args.threads,
-                    window_s=args.window, hop_s=args.hop)
+    got = {}
+    _exit_on_sigterm(lambda name: got.setdefault("signal", name))
+    try:
+        summary = serve(args.port, args.bundle, out=args.out, record=args.record, duration_s=args.duration,
+                        text=args.text, rate=args.rate, scale=args.scale, offset=args.offset,
+                        channel=args.channel, baudrate=args.baud, give_up_s=args.give_up, quiet=args.quiet,
+                        threads=args.threads, window_s=args.window, hop_s=args.hop)
+    except EdgeseqError as e:
+        # A run that failed after it started still reports what it counted (stdout), then the
+        # one-line error (stderr, exit 2).
+        if getattr(e, "summary", None) is not None:
+            print(json.dumps(e.summary), flush=True)
+        raise
+    if got.get("signal"):
+        summary["ended"] = f"signal {got['signal']}"
     print(json.dumps(summary), flush=True)
     return 0
 

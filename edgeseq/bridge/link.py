@@ -19,29 +19,29 @@ from ..errors import EdgeseqError
 
 
 class _Recorder:
-    """The raw byte stream as read, appended to a file and flushed at least once a second, so an
-    interrupted run keeps all but the last second and a finished one keeps everything."""
+    """The raw byte stream as read, appended through ``outputs.Appender`` (target checked before
+    the port opens, flushed at least once a second, a full disk one line), fsynced at the end."""
 
     def __init__(self, path):
-        self.path = Path(path)
-        try:
-            self._f = open(self.path, "ab")
-        except OSError as e:
-            raise EdgeseqError(f"cannot record the raw stream to {self.path}: {e.strerror}") from None
-        self._flushed = time.monotonic()
+        from ..outputs import Appender
+
+        self._out = Appender(path, "raw recording (--record)", binary=True)
+        self.path = self._out.path
         self.bytes = 0
 
     def write(self, data: bytes) -> None:
-        self._f.write(data)
+        self._out.write(data)
         self.bytes += len(data)
-        if time.monotonic() - self._flushed > 1.0:
-            self._f.flush()
-            self._flushed = time.monotonic()
 
     def close(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
+        f = self._out._f
+        if not f.closed:
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:
+                raise EdgeseqError(f"cannot write raw recording (--record) {self.path}: {e.strerror}") from None
+        self._out.close()
 
 
 class SerialLink:
@@ -75,6 +75,7 @@ class SerialLink:
         self.connects = self.disconnects = 0
         self.bytes = self.write_failures = 0
         self.last_error: str | None = None
+        self.in_use: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"edgeseq-serial-{port}", daemon=True)
 
     def start(self) -> "SerialLink":
@@ -127,18 +128,30 @@ class SerialLink:
         import serial
 
         try:
-            return serial.Serial(self.port, self.baudrate, timeout=0.05, write_timeout=1.0)
+            # Exclusive (flock): a second reader on the same port would silently take half the bytes.
+            return serial.Serial(self.port, self.baudrate, timeout=0.05, write_timeout=1.0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
             self.last_error = f"cannot open {self.port}: {e}"
+            if "exclusively lock" in str(e):
+                self.in_use = f"{self.port} is in use by another process (opened exclusively); stop it first"
             return None
 
     def _run(self) -> None:
+        try:
+            self._serve_port()
+        except EdgeseqError as e:  # the raw recording failed (a full disk): end the run with it
+            self._put(("error", str(e), time.perf_counter()))
+
+    def _serve_port(self) -> None:
         import serial
 
         delay = self.backoff[0]
         gone_since = time.monotonic()
         while not self._stop.is_set():
             ser = self._open()
+            if ser is None and self.in_use:
+                self._put(("error", self.in_use, time.perf_counter()))
+                return
             if ser is None:
                 if self.give_up_s is not None and time.monotonic() - gone_since > self.give_up_s:
                     self._put(("end", f"{self.port} gone for {self.give_up_s:g} s ({self.last_error})",
