@@ -53,7 +53,7 @@ class _Peak:
     """A detected R peak while its beat is being assembled."""
 
     __slots__ = ("r", "cfill", "filled_at", "pre", "pre_clean", "post", "post_clean", "feats",
-                 "win", "win_state", "win_filled", "shape")
+                 "win", "win_state", "win_filled", "win_bad", "shape")
 
     def __init__(self, r: int, cfill: int, filled_at: bool):
         self.r = r
@@ -65,6 +65,7 @@ class _Peak:
         self.win = None
         self.win_state = None  # None: samples not all there yet, "cut", "nofit"
         self.win_filled = False
+        self.win_bad = False  # the window (float32) holds a non-finite value
         self.shape = None  # (template_corr, template_log_gain)
 
 
@@ -395,10 +396,13 @@ class EcgBeatStream:
                 break
             self._filter_tail()
             i = self._pos(p.r)
-            p.win = self._buf[i + self._offsets].astype(np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                p.win = self._buf[i + self._offsets].astype(np.float32)
+                p.shape = self._template(p.win)
             p.win_filled = bool(self._mbuf[i - self._pre:i + self._last_off + 1].any())
-            p.shape = self._template(p.win)
-            if not p.win_filled:
+            # Finite in float64 is not enough: 1e150 mV is infinite in float32, the model's dtype.
+            p.win_bad = not np.isfinite(p.win).all()
+            if not p.win_filled and not p.win_bad:
                 self._tmpl.append(p.win)
             p.win_state = "cut"
         pend = self._pending
@@ -416,6 +420,10 @@ class EcgBeatStream:
             reasons = []
             if p.win_filled:
                 reasons.append("lost samples in window")
+            with np.errstate(over="ignore", invalid="ignore"):
+                rr = np.concatenate([p.feats, p.shape]).astype(np.float32)
+            if p.win_bad or not np.isfinite(rr).all():
+                reasons.append("non-finite window or features")
             if not p.pre_clean:
                 reasons.append("lost samples in previous RR interval")
             if not p.post_clean:
@@ -423,7 +431,6 @@ class EcgBeatStream:
             ok = not reasons
             if not ok:
                 self.dropped += 1
-            rr = np.concatenate([p.feats, p.shape]).astype(np.float32)
             assert rr.shape == (len(RR_FEATURES),)
             out.append(Beat(p.r, p.win, rr, ok, "; ".join(reasons) or None))
 
