@@ -391,3 +391,18 @@ def test_device_errors_counted_past_100_and_unknown_types_reported(tmp_path, rec
     assert s["device_error_messages"][0] == "sensor: leads off 0"
     assert s["device_error_messages"][-1] == "sensor: leads off 149"
     assert s["unknown_frames"] == {"0x55": 3, "0x7f": 2}
+
+
+def test_damage_after_the_last_announced_index_is_reported_not_claimed_zero(tmp_path, rec208, small_bundle):
+    """Frames destroyed after the device's last announced index carried an unknowable number of
+    samples: serve says so (lost_unknown_frames) instead of a falsely exact lost_samples."""
+    wire, n = sample_frames(1, 0, rec208.counts[:1000])
+    frames = [sample_frames(n + 1 + k, 1000 + 10 * k, rec208.counts[1000 + 10 * k:1010 + 10 * k])[0] for k in range(10)]
+    bad = bytearray(frames[8])
+    bad[3] ^= 0x40  # the ninth frame fails its CRC,
+    damaged = b"".join(frames[:8]) + bytes(bad) + frames[9][:-5]  # the tenth is cut short by the end
+    s = replay(tmp_path, info(0, rec208) + wire + damaged, small_bundle)
+    assert s["lost_unknown_frames"] == 2 and s["samples"] == 1080
+    hb = enc(P.HEARTBEAT, n + 11, P.heartbeat_payload(1100))
+    s = replay(tmp_path, info(0, rec208) + wire + damaged + P.DELIMITER + hb, small_bundle)
+    assert s["lost_unknown_frames"] == 0 and s["samples"] + s["lost_samples"] == 1100
