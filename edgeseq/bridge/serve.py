@@ -4,7 +4,7 @@
          -> predictions: stdout, JSON lines, and a PREDICTION frame back to the device
 
 Ends after ``duration_s``, at the end of a replayed recording, when the port has been gone for
-``give_up_s``, on Ctrl-C or SIGTERM; then prints one JSON summary line. Nothing is lost on the
+``give_up_s``, on Ctrl-C, SIGTERM or SIGHUP; then prints one JSON summary line. Nothing is lost on the
 way out: the pipeline is flushed, the JSON lines and the raw recording are flushed and closed.
 """
 
@@ -235,12 +235,15 @@ class Bridge:
         """Every INFO that changes the stream is checked against the bundle like the first one:
         a device reconfigured mid-stream to another rate must not be classified as if it were not."""
         old, self._info_checked = self._info_checked, info
-        if old is not None and (old.sample_rate, old.channels, old.sample_format) == (
-                info.sample_rate, info.channels, info.sample_format):
-            return
-        self.pipeline.check_stream(info.sample_rate, info.channels, f"device {info.device_id!r} on {self.port}")
+        shape = lambda i: (i.sample_rate, i.channels, i.sample_format)  # noqa: E731
+        units = lambda i: (i.scale, i.offset, i.units)  # noqa: E731
+        if old is not None and shape(old) == shape(info) and units(old) == units(info):
+            return  # the same INFO again (a START repeats it): nothing changes
+        if old is None or shape(old) != shape(info):
+            self.pipeline.check_stream(info.sample_rate, info.channels, f"device {info.device_id!r} on {self.port}")
         if old is not None:
-            # Filters and windows were built for the old stream: what follows is a new one.
+            # Filters and windows hold values of the old stream (in the old units, at the old
+            # rate): what follows is a new one.
             self._emit(self.pipeline.restart())
         self._checked = True
 
