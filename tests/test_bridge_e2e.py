@@ -101,6 +101,7 @@ def test_faults_are_counted_exactly(tmp_path, rec208, small_bundle, kind, rate):
     if kind != "all":
         assert injected[kind] > 0, "the rate should inject at least once in 240 s"
     assert {k: summ[k] for k in COUNTED} == rep["expected"], (injected, summ)
+    assert summ["samples"] + summ["lost_samples"] == rep["samples"]  # delivered or counted lost
     if kind in ("bitflip", "truncate", "garbage", "all"):
         assert summ["crc_errors"] + summ["framing_errors"] > 0
     # Every accepted sample is the recording's own value at its index (nothing corrupted slipped in).

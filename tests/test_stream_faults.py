@@ -9,7 +9,6 @@ signal runs ``edgeseq`` in subprocesses with timeouts.
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -139,10 +138,8 @@ def test_frames_before_an_info_that_never_comes_are_counted(tmp_path, rec208, sm
 def test_frames_pushed_out_of_the_hold_and_the_rest_are_all_counted(tmp_path, rec208):
     t = StreamTracker(hold_frames=16)
     x = rec208.counts[:1000]
-    seq = 0
-    for i in range(0, 1000, 10):
-        t.on_frame(P.unpack_frame(P.cobs_decode(enc(P.SAMPLES, seq, P.samples_payload(i, x[i:i + 10], 1), 1, 1)[:-1])), 0.0)
-        seq += 1
+    for seq, i in enumerate(range(0, 1000, 10)):
+        t.on_frame(P.Frame(P.SAMPLES, seq, 0, 1, 1, P.samples_payload(i, x[i:i + 10], 1)), 0.0)
     t.finish()
     assert t.samples == 0 and t.lost_samples + t.lost_before_first == 1000
 
