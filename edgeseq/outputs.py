@@ -141,10 +141,15 @@ class Appender:
     def write_json(self, obj) -> None:
         self.write(dumps(obj) + "\n")
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = False) -> None:
+        """Close; with ``sync``, also wait until the bytes are on the disk (a recording that must
+        survive a power cut right after the run)."""
         if self._f.closed:
             return
         try:
+            if sync:
+                self._f.flush()
+                os.fsync(self._f.fileno())
             self._f.close()
         except OSError as exc:
             raise EdgeseqError(f"cannot write {self.what} {self.path}: {_reason(exc)}") from None

@@ -9,7 +9,6 @@ read, the start of the latency a prediction reports.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -34,14 +33,7 @@ class _Recorder:
         self.bytes += len(data)
 
     def close(self) -> None:
-        f = self._out._f
-        if not f.closed:
-            try:
-                f.flush()
-                os.fsync(f.fileno())
-            except OSError as e:
-                raise EdgeseqError(f"cannot write raw recording (--record) {self.path}: {e.strerror}") from None
-        self._out.close()
+        self._out.close(sync=True)
 
 
 class SerialLink:
