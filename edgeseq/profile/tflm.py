@@ -40,7 +40,11 @@ class _Tflm:
     def __init__(self, path: Path, arena_size: int):
         from tflite_micro.python.tflite_micro import runtime
 
-        self._it = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
+        try:  # its Python wrapper parses the flatbuffer itself and raises whatever it trips on
+            self._it = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
+        except Exception as exc:
+            raise EdgeseqError(f"tflite-micro cannot load {path}: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
         self.inputs = self._details(self._it.get_input_details)
         self.outputs = self._details(self._it.get_output_details)
 
@@ -75,6 +79,19 @@ class _Tflm:
         return self._it.get_output(i)
 
 
+def _check_file(path: Path) -> None:
+    """No loop op (a tflite-micro invoke cannot be interrupted either; see runtime.guard)."""
+    from ..bundle import MAX_FILE_BYTES
+    from ..runtime.guard import check_tflite_file
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise EdgeseqError(f"cannot read {path}: {exc.strerror}") from None
+    check_tflite_file(path, data)
+
+
 def open_tflm(path: Path, arena_size: int | None = None) -> _Tflm:
     """A tflite-micro interpreter for ``path`` (arena: the searched minimum plus 10%, or 8 MiB)."""
     try:
@@ -82,6 +99,7 @@ def open_tflm(path: Path, arena_size: int | None = None) -> _Tflm:
     except ImportError:
         raise EdgeseqError("--runtime tflm needs tflite-micro: pip install tflite-micro "
                            "(or the 'profile' extra)") from None
+    _check_file(path)
     if arena_size is None:
         found = arena_search(path)
         arena_size = int(found["bytes"] * 1.1) if found.get("bytes") else 8 << 20
@@ -107,6 +125,10 @@ def arena_search(path: Path, *, start: int = 8 << 20, resolution: int = 64) -> d
         import tflite_micro  # noqa: F401
     except ImportError:
         return {"bytes": None, "error": "tflite-micro not installed (pip install tflite-micro)"}
+    try:
+        _check_file(path)
+    except EdgeseqError as exc:
+        return {"bytes": None, "error": str(exc)}
     ok, log = _try(path, start, record=True)
     if not ok:
         tail = (log.strip().splitlines() or ["?"])[-1][:200]

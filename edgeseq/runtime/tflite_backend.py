@@ -1,6 +1,11 @@
 """TFLite interpreter for an exported bundle (``runtime.format == "tflite"``). The interpreter
 (``ai_edge_litert``, else the older ``tflite_runtime`` wheel) is imported on first load, so
-``import edgeseq.runtime`` costs numpy and the standard library only."""
+``import edgeseq.runtime`` costs numpy and the standard library only.
+
+The interpreter is given the model's bytes after ``guard.check_tflite_file`` (no WHILE op: a TFLite
+invoke cannot be interrupted, so a loop is refused rather than timed), and its inputs and outputs
+are checked against the manifest. The interpreter itself still parses the file in this process: a
+crafted file that crashes it is kept out by the hashes and, with ``--trust``, the signature."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeseqError
+from .guard import as_dims, check_io, check_tflite_file
 
 
 def _interpreter_class():
@@ -23,7 +29,7 @@ def _interpreter_class():
     return Interpreter
 
 
-def _open(Interpreter, path: Path, threads: int):
+def _open(Interpreter, data: bytes, threads: int):
     """The builtin kernels without the default XNNPACK delegate: on the unrolled graph (~1100
     small ops) XNNPACK's per-op overhead outweighs its kernels (DS1 bundle N=300, one beat, one
     thread, shared 2-core VM: float 807 us median without it, 2279 us with it; int8 the same
@@ -34,20 +40,37 @@ def _open(Interpreter, path: Path, threads: int):
         try:
             from tflite_runtime.interpreter import OpResolverType
         except ImportError:  # tflite_runtime before 2.6: no resolver choice
-            return Interpreter(model_path=str(path), num_threads=threads)
-    return Interpreter(model_path=str(path), num_threads=threads,
+            return Interpreter(model_content=data, num_threads=threads)
+    return Interpreter(model_content=data, num_threads=threads,
                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
 def open_interpreter(path: Path, threads: int = 1):
     """A TFLite interpreter with tensors allocated for ``path``, or a one-line error saying why not."""
     Interpreter = _interpreter_class()
+    from ..bundle import MAX_FILE_BYTES
+
     try:
-        it = _open(Interpreter, path, int(threads))
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise EdgeseqError(f"cannot read {path}: {exc.strerror}") from None
+    check_tflite_file(path, data)
+    try:
+        it = _open(Interpreter, data, int(threads))
         it.allocate_tensors()
     except Exception as exc:
         raise EdgeseqError(f"the TFLite interpreter cannot load {path}: {exc}") from None
     return it
+
+
+def io_of(it) -> tuple[dict, dict]:
+    """An interpreter's inputs and outputs as ``guard.check_io`` takes them."""
+    def spec(details):
+        return {d["name"]: (as_dims(d.get("shape_signature", d["shape"])), np.dtype(d["dtype"]).name)
+                for d in details}
+
+    return spec(it.get_input_details()), spec(it.get_output_details())
 
 
 class TFLiteBackend:
@@ -55,6 +78,8 @@ class TFLiteBackend:
         path = root / runtime["model"]
         # One thread by default: a small device has few cores, and latency was measured so.
         self._it = open_interpreter(path, threads)
+        check_io(path, "model", *io_of(self._it), runtime["inputs"], runtime["outputs"])
+        self._rt = runtime
         ins = {d["name"]: d for d in self._it.get_input_details()}
         if set(ins) != {"window", "rr"}:
             raise EdgeseqError(f"{path}: expected inputs window and rr, the model has {sorted(ins)}")
@@ -93,6 +118,8 @@ class TFLiteBackend:
             if self._step_path is None:
                 raise EdgeseqError("this TFLite bundle has no step model")
             it = open_interpreter(self._step_path, self._threads)
+            check_io(self._step_path, "step model", *io_of(it), self._rt.get("step_inputs"),
+                     self._rt.get("step_outputs"))
             ins = {d["name"]: d for d in it.get_input_details()}
             if set(ins) != {"u", "const", "state"}:
                 raise EdgeseqError(f"{self._step_path}: expected inputs u, const and state, "
@@ -117,6 +144,8 @@ class TFLiteBackend:
             if self._step_path is None:
                 raise EdgeseqError("this TFLite bundle has no step model")
             it = open_interpreter(self._step_path, self._threads)
+            check_io(self._step_path, "step model", *io_of(it), self._rt.get("step_inputs"),
+                     self._rt.get("step_outputs"))
             self._step = (it, {})
         it, shapes = self._step
         ins = {d["name"]: d for d in it.get_input_details()}
