@@ -255,7 +255,8 @@ def _short(value) -> str:
 
 
 def _schema_error(root: Path, manifest: dict) -> str | None:
-    """One line for the most relevant schema violation, with the path into the manifest."""
+    """One line for the most relevant schema violation, with the path into the manifest
+    (jsonschema's own wording, cut short: it quotes the offending value, which may be large)."""
     import jsonschema
 
     try:
@@ -265,20 +266,12 @@ def _schema_error(root: Path, manifest: dict) -> str | None:
     if not errors:
         return None
     err = jsonschema.exceptions.best_match(errors)
-    # descend to the most specific of oneOf/anyOf branches only for a readable message
     where = ": ".join(str(p) for p in err.absolute_path) or "top level"
-    if err.validator == "required":
-        return f"{where}: {err.message}"
     if err.validator == "pattern" and err.validator_value == _FILE_NAME:
         return f"{where}: {_short(err.instance)} is not a plain file name inside the bundle " \
                f"(letters, digits, '.', '_', '-'; no '/' and no '..')"
-    if err.validator in ("additionalProperties", "propertyNames", "const", "enum"):
-        return f"{where}: {err.message if len(err.message) <= 160 else err.message[:157] + '...'}"
-    rule = {k: err.schema[k] for k in ("type", "minimum", "maximum", "exclusiveMinimum", "minItems", "maxItems",
-                                        "pattern", "uniqueItems", "maxProperties", "minProperties")
-            if isinstance(err.schema, dict) and k in err.schema}
-    return f"{where}: {_short(err.instance)} is not valid here ({err.validator} {_short(err.validator_value)}" \
-           + (f"; rule {json.dumps(rule)}" if rule and err.validator not in rule else "") + ")"
+    text = " ".join(err.message.split())
+    return f"{where}: {text if len(text) <= 200 else text[:197] + '...'}"
 
 
 def _consistent(root: Path, m: dict) -> None:

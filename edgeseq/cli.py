@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--key", required=True, metavar="KEY", help="secret key file (edgeseq keygen)")
     sg.set_defaults(func=cmd_sign)
     for name in ("evaluate", "export", "profile", "serve"):
-        _trust_option(sub.choices[name])
+        _bundle_command(sub.choices[name])
     return p
 
 
@@ -439,15 +439,19 @@ def cmd_sign(args) -> int:
     return 0
 
 
-def _trust_option(sp) -> None:
-    """``--trust KEY.pub`` on a command that loads bundles: set once, process-wide (and for the
-    edgeseq processes it starts), every bundle read must be signed by that key; the bundles named
-    on the command line are checked before any work, so a refusal comes first, also for --ssh."""
+def _bundle_command(sp) -> None:
+    """Process-wide rules for a command that loads bundles: ``--trust KEY.pub`` (set once, for this
+    process and the edgeseq processes it starts, every bundle read must be signed by that key; the
+    bundles named on the command line are checked before any work, so a refusal comes first, also
+    for --ssh), and a TFLite run that exceeds its time bound ends the command with one line."""
     sp.add_argument("--trust", metavar="KEY.pub",
                     help="accept only bundles signed by this public key (edgeseq keygen, edgeseq sign)")
     func = sp.get_default("func")
 
     def run(args):
+        from .runtime.guard import exit_on_hang
+
+        exit_on_hang()
         if args.trust:
             from .bundle import require_signature, verify_bundle
 

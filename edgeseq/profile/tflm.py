@@ -79,19 +79,6 @@ class _Tflm:
         return self._it.get_output(i)
 
 
-def _check_file(path: Path) -> None:
-    """No loop op (a tflite-micro invoke cannot be interrupted either; see runtime.guard)."""
-    from ..bundle import MAX_FILE_BYTES
-    from ..runtime.guard import check_tflite_file
-
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise EdgeseqError(f"cannot read {path}: {exc.strerror}") from None
-    check_tflite_file(path, data)
-
-
 def open_tflm(path: Path, arena_size: int | None = None) -> _Tflm:
     """A tflite-micro interpreter for ``path`` (arena: the searched minimum plus 10%, or 8 MiB)."""
     try:
@@ -99,7 +86,6 @@ def open_tflm(path: Path, arena_size: int | None = None) -> _Tflm:
     except ImportError:
         raise EdgeseqError("--runtime tflm needs tflite-micro: pip install tflite-micro "
                            "(or the 'profile' extra)") from None
-    _check_file(path)
     if arena_size is None:
         found = arena_search(path)
         arena_size = int(found["bytes"] * 1.1) if found.get("bytes") else 8 << 20
@@ -125,10 +111,6 @@ def arena_search(path: Path, *, start: int = 8 << 20, resolution: int = 64) -> d
         import tflite_micro  # noqa: F401
     except ImportError:
         return {"bytes": None, "error": "tflite-micro not installed (pip install tflite-micro)"}
-    try:
-        _check_file(path)
-    except EdgeseqError as exc:
-        return {"bytes": None, "error": str(exc)}
     ok, log = _try(path, start, record=True)
     if not ok:
         tail = (log.strip().splitlines() or ["?"])[-1][:200]

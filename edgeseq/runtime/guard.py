@@ -7,12 +7,14 @@ input, see ``edgeseq.bundle``). Numpy and the standard library only.
 - ``onnx_external_data``: edgeseq's exporters never write ONNX external data, so a model that
   carries any is refused before onnxruntime reads it (older onnxruntime releases follow an
   absolute or ``../`` location anywhere on the disk).
-- ``tflite_loops``: the exporters never write a WHILE op, so a .tflite holding one is refused: a
-  TFLite interpreter's ``invoke`` cannot be interrupted, and a loop that never ends would hang
-  ``serve`` for good. onnxruntime's runs are interrupted instead (``Watchdog``).
-- ``Watchdog``: one timer thread per session sets ``RunOptions.terminate`` when a run exceeds
-  ``run_timeout_s()`` (default 60 s, ``EDGESEQ_RUN_TIMEOUT_S``), turning a graph that never ends
-  (an ONNX ``Loop``) into one line.
+- ``Watchdog``: one timer thread per model bounds every run to ``run_timeout_s()`` (default 60 s,
+  ``EDGESEQ_RUN_TIMEOUT_S``). onnxruntime's runs are stopped through ``RunOptions.terminate``
+  and end in one line (a graph that never ends, e.g. an ONNX ``Loop``). A TFLite ``invoke``
+  cannot be stopped (the Python interpreter has no cancellation) and loops cannot be refused
+  either (the int8 exporters write WHILE loops themselves), so past the limit the watchdog ends
+  the process with one line and exit status 2 where the CLI asked for it (``exit_on_hang``):
+  a hung ``serve`` is worse than a stopped one. A library caller that did not ask keeps waiting,
+  with one warning line on stderr.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -138,75 +141,37 @@ def onnx_external_data(data: bytes) -> bool:
     return False
 
 
-# ---- TFLite: a flatbuffer walk for loop ops ------------------------------------------------------
+# ---- a bound on every run ------------------------------------------------------------------------
 
-TFLITE_WHILE = 119  # BuiltinOperator.WHILE in the TFLite schema
-
-
-def _u(b, o: int, n: int, signed: bool = False) -> int:
-    if o < 0 or o + n > len(b):
-        raise ValueError("offset outside the file")
-    return int.from_bytes(b[o:o + n], "little", signed=signed)
+_EXIT_ON_HANG = []
 
 
-def _field(b, table: int, index: int) -> int | None:
-    vt = table - _u(b, table, 4, signed=True)
-    size = _u(b, vt, 2)
-    slot = 4 + 2 * index
-    if slot + 2 > size:
-        return None
-    off = _u(b, vt + slot, 2)
-    return table + off if off else None
+def exit_on_hang() -> None:
+    """From now on, a TFLite run past the limit ends this process (see the module docstring)."""
+    _EXIT_ON_HANG[:] = [True]
 
 
-def tflite_loops(data: bytes) -> list[str]:
-    """Names of the loop ops (WHILE) among the operator codes of the flatbuffer ``data``;
-    ``ValueError`` if it is not a TFLite model's flatbuffer."""
-    b = memoryview(data)
-    if len(b) < 8 or bytes(b[4:8]) != b"TFL3":
-        raise ValueError("no TFL3 identifier")
-    root = _u(b, 0, 4)
-    f = _field(b, root, 1)  # Model.operator_codes
-    if f is None:
-        return []
-    vec = f + _u(b, f, 4)
-    n = _u(b, vec, 4)
-    if n > len(b) // 4:
-        raise ValueError("operator code count beyond the file")
-    found = []
-    for k in range(n):
-        elem = vec + 4 + 4 * k
-        table = elem + _u(b, elem, 4)
-        dep = _field(b, table, 0)  # deprecated_builtin_code: int8
-        new = _field(b, table, 3)  # builtin_code: int32
-        code = max(_u(b, dep, 1, signed=True) if dep is not None else 0,
-                   _u(b, new, 4, signed=True) if new is not None else 0)
-        if code == TFLITE_WHILE:
-            found.append("WHILE")
-    return found
+def _tflite_hung(path, limit_s: float) -> None:
+    import sys
 
+    line = (f"edgeseq: error: {path}: one run took longer than {limit_s:g} s; a TFLite run cannot be stopped "
+            f"(a loop that never ends?), so edgeseq exits (raise {RUN_TIMEOUT_ENV} for a long sequence)")
+    if _EXIT_ON_HANG:
+        print(line, file=sys.stderr, flush=True)
+        os._exit(2)
+    print(line.replace("error:", "warning:").replace("so edgeseq exits", "still waiting"), file=sys.stderr,
+          flush=True)
 
-def check_tflite_file(path, data: bytes) -> None:
-    try:
-        loops = tflite_loops(data)
-    except ValueError as exc:
-        raise EdgeseqError(f"{path} is not a TFLite model ({exc})") from None
-    if loops:
-        raise EdgeseqError(f"{path} holds a {loops[0]} op: edgeseq's exporters never write loops, and a TFLite "
-                           f"invoke cannot be interrupted, so this model is refused")
-
-
-# ---- onnxruntime: a bound on every run ------------------------------------------------------------
 
 class Watchdog:
-    """Runs ``session.run`` with ``RunOptions.terminate`` set by a timer thread once ``limit_s``
-    has passed; one thread per watchdog, parked while no run is in flight."""
+    """Bounds every run of one model: ``with dog.armed(cancel): ...`` calls ``cancel()`` from a timer
+    thread once ``limit_s`` has passed; one thread per watchdog, parked while no run is in flight."""
 
     def __init__(self, path, limit_s: float | None = None):
         self.path = path
         self.limit_s = run_timeout_s() if limit_s is None else float(limit_s)
         self._cv = threading.Condition()
-        self._armed = None  # (RunOptions, deadline) of the run in flight
+        self._armed = None  # (cancel, deadline) of the run in flight
         self._thread = None
 
     def _loop(self) -> None:
@@ -215,34 +180,46 @@ class Watchdog:
                 if self._armed is None:
                     self._cv.wait()
                     continue
-                opts, deadline = self._armed
+                cancel, deadline = self._armed
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    opts.terminate = True
                     self._armed = None
+                    cancel()
                 else:
                     self._cv.wait(left)
 
-    def run(self, session, outputs, feeds: dict):
+    @contextmanager
+    def armed(self, cancel):
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="edgeseq-run-watchdog", daemon=True)
+                self._thread.start()
+            self._armed = (cancel, time.monotonic() + self.limit_s)
+            self._cv.notify()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._armed = None
+
+    def run_onnx(self, session, outputs, feeds: dict):
+        """``session.run``, stopped through ``RunOptions.terminate`` past the limit (one line)."""
         import onnxruntime as ort
 
         opts = ort.RunOptions()
-        with self._cv:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="edgeseq-ort-watchdog", daemon=True)
-                self._thread.start()
-            self._armed = (opts, time.monotonic() + self.limit_s)
-            self._cv.notify()
+        opts.log_severity_level = 4  # a stopped run is reported below in one line, not also in ORT's log
         try:
-            return session.run(outputs, feeds, opts)
+            with self.armed(lambda: setattr(opts, "terminate", True)):
+                return session.run(outputs, feeds, opts)
         except Exception as exc:
             if opts.terminate:
                 raise EdgeseqError(f"{self.path}: one run took longer than {self.limit_s:g} s and was stopped "
                                    f"(a graph that never ends? raise {RUN_TIMEOUT_ENV} for a long sequence)") from None
             raise EdgeseqError(f"onnxruntime failed running {self.path}: {str(exc).splitlines()[0][:300]}") from None
-        finally:
-            with self._cv:
-                self._armed = None
+
+    def tflite(self):
+        """A context for TFLite invokes: past the limit, see ``exit_on_hang``."""
+        return self.armed(lambda: _tflite_hung(self.path, self.limit_s))
 
 
 def as_dims(shape) -> list:

@@ -77,7 +77,7 @@ class Session:
         return self.session.get_outputs()
 
     def run(self, outputs, feeds: dict):
-        return self._dog.run(self.session, outputs, feeds)
+        return self._dog.run_onnx(self.session, outputs, feeds)
 
 
 class OnnxBackend:

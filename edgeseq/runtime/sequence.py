@@ -157,10 +157,11 @@ class _TFLiteSequence:
 
     def __init__(self, path: Path, threads: int, inputs: int, outputs: int, runtime: dict):
         from .tflite_backend import io_of, open_interpreter
-        from .guard import check_io
+        from .guard import Watchdog, check_io
 
         self._it = open_interpreter(path, threads)
         check_io(path, "step model", *io_of(self._it), runtime.get("step_inputs"), runtime.get("step_outputs"))
+        self._dog = Watchdog(path)
         ins = {d["name"]: d for d in self._it.get_input_details()}
         outs = {d["name"]: d for d in self._it.get_output_details()}
         if set(ins) != {"x", "state"} or set(outs) != {"state_out", "y"}:
@@ -176,9 +177,14 @@ class _TFLiteSequence:
                                f"the manifest says {inputs} -> {outputs}")
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        it, xi, si, so, yi = self._it, self._x, self._s, self._s_out, self._y
         y = np.empty((len(x), self.outputs), np.float32)
         state = np.zeros((1, self.units), np.float32)
+        with self._dog.tflite():  # the whole sequence is one run, as the ONNX Scan is
+            self._loop(x, y, state)
+        return y
+
+    def _loop(self, x, y, state) -> None:
+        it, xi, si, so, yi = self._it, self._x, self._s, self._s_out, self._y
         for t in range(len(x)):
             it.set_tensor(xi, x[t:t + 1])
             it.set_tensor(si, state)
@@ -186,7 +192,6 @@ class _TFLiteSequence:
             # get_tensor copies out of the arena, so state stays valid across the next invoke
             state = it.get_tensor(so)
             y[t] = it.get_tensor(yi)[0]
-        return y
 
 
 def _check_task(path, manifest: dict) -> None:

@@ -2,10 +2,11 @@
 (``ai_edge_litert``, else the older ``tflite_runtime`` wheel) is imported on first load, so
 ``import edgeseq.runtime`` costs numpy and the standard library only.
 
-The interpreter is given the model's bytes after ``guard.check_tflite_file`` (no WHILE op: a TFLite
-invoke cannot be interrupted, so a loop is refused rather than timed), and its inputs and outputs
-are checked against the manifest. The interpreter itself still parses the file in this process: a
-crafted file that crashes it is kept out by the hashes and, with ``--trust``, the signature."""
+The interpreter is given the model's bytes (read once, within the bundle's size bound), its inputs
+and outputs are checked against the manifest, and every invoke is bounded in time
+(``guard.Watchdog``: a TFLite invoke cannot be stopped, so past the limit the CLI exits with one
+line). The interpreter itself still parses the file in this process: a crafted file that crashes
+it is kept out by the hashes and, with ``--trust``, the signature."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeseqError
-from .guard import as_dims, check_io, check_tflite_file
+from .guard import Watchdog, as_dims, check_io
 
 
 def _interpreter_class():
@@ -55,7 +56,6 @@ def open_interpreter(path: Path, threads: int = 1):
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise EdgeseqError(f"cannot read {path}: {exc.strerror}") from None
-    check_tflite_file(path, data)
     try:
         it = _open(Interpreter, data, int(threads))
         it.allocate_tensors()
@@ -80,6 +80,7 @@ class TFLiteBackend:
         self._it = open_interpreter(path, threads)
         check_io(path, "model", *io_of(self._it), runtime["inputs"], runtime["outputs"])
         self._rt = runtime
+        self._dog = Watchdog(path)
         ins = {d["name"]: d for d in self._it.get_input_details()}
         if set(ins) != {"window", "rr"}:
             raise EdgeseqError(f"{path}: expected inputs window and rr, the model has {sorted(ins)}")
@@ -108,7 +109,8 @@ class TFLiteBackend:
         self._resize(b)
         self._it.set_tensor(self._win, np.ascontiguousarray(windows, np.float32))
         self._it.set_tensor(self._rr, np.ascontiguousarray(rr, np.float32))
-        self._it.invoke()
+        with self._dog.tflite():
+            self._it.invoke()
         return self._it.get_tensor(self._out).copy()  # get_tensor's array is the arena: the next call reuses it
 
     def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
@@ -134,7 +136,8 @@ class TFLiteBackend:
             batch[0] = b
         for name, arr in (("u", u), ("const", const), ("state", state)):
             it.set_tensor(ins[name]["index"], np.ascontiguousarray(arr, np.float32))
-        it.invoke()
+        with self._dog.tflite():
+            it.invoke()
         return it.get_tensor(out).copy()
 
     def run_step(self, feeds: dict) -> dict:
@@ -162,5 +165,6 @@ class TFLiteBackend:
             shapes.update(want)
         for k, d in ins.items():
             it.set_tensor(d["index"], np.ascontiguousarray(feeds[k], d["dtype"]))
-        it.invoke()
+        with self._dog.tflite():
+            it.invoke()
         return {d["name"]: it.get_tensor(d["index"]).copy() for d in it.get_output_details()}
