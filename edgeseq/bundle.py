@@ -288,6 +288,11 @@ def _consistent(root: Path, m: dict) -> None:
         if not shape or shape[-1] != n:
             raise EdgeseqError(f"bundle {root}: {n} labels, but the model's {out} has shape {shape} "
                                f"({shape[-1] if shape else 0} outputs)")
+    check = SHAPE_CHECKS.get((m["task"], m["model"]["kind"]))
+    if check:
+        problem = check(m["model"]["params"], {k: v["shape"] for k, v in m["model"]["arrays"].items()})
+        if problem:
+            raise EdgeseqError(f"bundle {root}: {problem}")
     if rt is None:
         return
     for key in ("model", "step"):
@@ -299,6 +304,26 @@ def _consistent(root: Path, m: dict) -> None:
             if last != n:
                 raise EdgeseqError(f"bundle {root}: {n} labels, but runtime output {name} has shape "
                                    f"{spec['shape']}")
+
+
+def _ecg_esn_shapes(params: dict, shapes: dict) -> str | None:
+    """An ECG ESN's arrays against its parameters: what numpy would otherwise trip on mid-batch."""
+    need = ("W", "Win", "bias", "Wout", "bout")
+    if any(k not in shapes for k in need):
+        return f"an ESN needs the arrays {', '.join(need)}"
+    W, Win, bias, Wout, bout = (shapes[k] for k in need)
+    n = W[0] if len(W) == 2 else None
+    rr = params.get("rr_inputs", [[3, 1.0], [4, 1.0], [5, 1.0], [6, 0.05]])  # the class's default
+    inputs = 1 + len(rr or [])
+    if n is None or W != [n, n] or Win != [n, inputs] or bias != [n] or len(Wout) != 2 or Wout[0] != 2 * n + 9 \
+            or bout != Wout[1:] or params.get("units", n) != n:
+        return (f"ESN arrays W {W}, Win {Win}, bias {bias}, Wout {Wout}, bout {bout} do not fit "
+                f"units={params.get('units')} with {inputs} inputs per step")
+    return None
+
+
+#: (task, model kind) -> check of the declared array shapes against the parameters.
+SHAPE_CHECKS = {("ecg", "esn"): _ecg_esn_shapes}
 
 
 def _read(path, *, signed: bool = True) -> tuple[Path, bytes, dict]:

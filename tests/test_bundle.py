@@ -17,7 +17,7 @@ DETECTOR = {"fs": 360.0, "sos": [[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]]}
 def _write(tmp_path, **arrays):
     arrays = arrays or {"W": np.arange(6, dtype=np.float32).reshape(2, 3)}
     manifest = {"task": "ecg", "sample_rate": 360.0, "labels": ["N", "S"], "preprocessing": PREP,
-                "detector": DETECTOR, "model": {"kind": "esn", "params": {}}}
+                "detector": DETECTOR, "model": {"kind": "plain", "params": {}}}
     return write_bundle(tmp_path / "b.bundle", manifest, arrays)
 
 

@@ -137,6 +137,9 @@ MALFORMED = {
                                    r"array W in weights.npz is float32 of shape \[60, 60\], manifest.json says"),
     "array the manifest does not name": (_del(["model", "arrays", "bias"]), r"unnamed: bias"),
     "sample rate a string": (_set(["sample_rate"], "360"), r"sample_rate: '360' is not of type 'number'"),
+    "rr_inputs not fitting Win": (_set(["model", "params", "rr_inputs"], [[3, 1.0]]),
+                                  r"ESN arrays .* do not fit units=60 with 2 inputs per step"),
+    "ESN lr a string": (_set(["model", "params", "lr"], "fast"), r"model: params: lr: 'fast' is not of type 'number'"),
     "unknown preprocessing key": (_set(["preprocessing", "gain"], 2), r"Additional properties are not allowed"),
 }
 
