@@ -203,6 +203,33 @@ def test_runtime_section_without_inputs(exported, tmp_path, kind):
         runtime.load(b)
 
 
+EXPORTED_MALFORMED = {
+    "inputs renamed": (lambda rt: rt["inputs"].update(x=rt["inputs"].pop("window")),
+                       r"runtime: inputs: 'window' is a required property"),
+    "a third output": (lambda rt: rt["outputs"].update(extra={"shape": ["B", 5], "dtype": "float32"}),
+                       r"runtime: outputs: .* has too many properties"),
+    "step without const": (lambda rt: rt["step_inputs"].pop("const"),
+                           r"runtime: step_inputs: 'const' is a required property"),
+    "rank-3 window": (lambda rt: rt["inputs"]["window"].update(shape=["B", 126, 1]),
+                      r"runtime: inputs: window: shape: .* is too long"),
+    "model outside": (lambda rt: rt.update(model="../model.onnx"), r"not a plain file name inside the bundle"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPORTED_MALFORMED))
+def test_malformed_runtime_section_is_one_line(exported, tmp_path, case):
+    from edgeseq import runtime
+
+    fn, msg = EXPORTED_MALFORMED[case]
+    b = clone(exported["onnx"], tmp_path / "b")
+    m = manifest(b)
+    fn(m["runtime"])
+    put_manifest(b, m)
+    with pytest.raises(EdgeseqError, match=msg) as e:
+        runtime.load(b)
+    assert "\n" not in str(e.value)
+
+
 def test_malformed_manifest_through_the_cli(small_bundle, tmp_path, sample):
     b = clone(small_bundle, tmp_path / "b")
     m = manifest(b)
