@@ -360,7 +360,9 @@ def _tflm_in_child(root: Path, threads: int, n: int, arena: bool, window_steps: 
                            f"tflite-micro can run")
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        raise EdgeseqError(last.removeprefix("edgeseq: error: "))
+        if last.startswith("edgeseq: error: "):  # the child's own one line
+            raise EdgeseqError(last.removeprefix("edgeseq: error: "))
+        raise EdgeseqError(f"tflite-micro failed profiling {root}: {last[:300]}")
     try:
         return json.loads(r.stdout)
     except ValueError:
