@@ -84,7 +84,7 @@ class OnnxBackend:
     def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
         self._threads = threads
         self._rt = runtime
-        self.window = Session(root / runtime["model"], threads, runtime["inputs"], runtime["outputs"])
+        self.window = Session(root / runtime["model"], threads, runtime.get("inputs"), runtime.get("outputs"))
         step = runtime.get("step")
         self._step_path = root / step if step else None
         self._step = None

@@ -78,7 +78,8 @@ class TFLiteBackend:
         path = root / runtime["model"]
         # One thread by default: a small device has few cores, and latency was measured so.
         self._it = open_interpreter(path, threads)
-        check_io(path, "model", *io_of(self._it), runtime["inputs"], runtime["outputs"])
+        # a loaded bundle always declares inputs/outputs (schema); an exporter checking its own file does not
+        check_io(path, "model", *io_of(self._it), runtime.get("inputs"), runtime.get("outputs"))
         self._rt = runtime
         self._dog = Watchdog(path)
         ins = {d["name"]: d for d in self._it.get_input_details()}
