@@ -404,7 +404,64 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train the best trial's hyper-parameters on all the records into OUT/best.bundle")
     tu.add_argument("--quiet", action="store_true", help="no line per trial on stderr")
     tu.set_defaults(func=cmd_tune)
+
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles",
+                        description="Write a new secret key to KEY (mode 0600) and its public key to KEY.pub; "
+                                    "never overwrites a key.")
+    kg.add_argument("--out", required=True, metavar="KEY", help="secret key file to write (KEY.pub beside it)")
+    kg.set_defaults(func=cmd_keygen)
+
+    sg = sub.add_parser("sign", help="sign a bundle with a secret key",
+                        description="Check a bundle fully, then write its signature.json: Ed25519 over the "
+                                    "manifest and every file. Commands given --trust KEY.pub accept only "
+                                    "bundles signed so.")
+    sg.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    sg.add_argument("--key", required=True, metavar="KEY", help="secret key file (edgeseq keygen)")
+    sg.set_defaults(func=cmd_sign)
+    for name in ("evaluate", "export", "profile", "serve"):
+        _bundle_command(sub.choices[name])
     return p
+
+
+def cmd_keygen(args) -> int:
+    from .signing import key_id, keygen, read_public_key
+
+    secret, public = keygen(args.out)
+    print(f"secret key: {secret} (keep it private)\npublic key: {public} (id {key_id(read_public_key(public))}; "
+          f"give it to --trust)")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from .signing import sign
+
+    print(f"signature: {sign(args.bundle, args.key)}")
+    return 0
+
+
+def _bundle_command(sp) -> None:
+    """Process-wide rules for a command that loads bundles: ``--trust KEY.pub`` (set once, for this
+    process and the edgeseq processes it starts, every bundle read must be signed by that key; the
+    bundles named on the command line are checked before any work, so a refusal comes first, also
+    for --ssh), and a TFLite run that exceeds its time bound ends the command with one line."""
+    sp.add_argument("--trust", metavar="KEY.pub",
+                    help="accept only bundles signed by this public key (edgeseq keygen, edgeseq sign)")
+    func = sp.get_default("func")
+
+    def run(args):
+        from .runtime.guard import exit_on_hang
+
+        exit_on_hang()
+        if args.trust:
+            from .bundle import require_signature, verify_bundle
+
+            require_signature(args.trust)
+            for b in [vars(args).get("bundle"), *(vars(args).get("compare") or [])]:
+                if b:
+                    verify_bundle(b)
+        return func(args)
+
+    sp.set_defaults(func=run)
 
 
 def _exit_on_sigterm(on_signal=None) -> None:

@@ -332,6 +332,43 @@ def ort_memory(path: Path, feed: dict, threads: int, runs: int = 5) -> dict:
 
 # ---- the profile ---------------------------------------------------------------------------------
 
+#: Set in the child process that runs tflite-micro (see ``_tflm_in_child``).
+TFLM_CHILD_ENV = "EDGESEQ_TFLM_CHILD"
+
+
+def _tflm_in_child(root: Path, threads: int, n: int, arena: bool, window_steps: int | None,
+                   timeout_s: float = 3600.0) -> dict:
+    """The whole tflite-micro profile in a child process. tflite-micro, given a damaged or hostile
+    .tflite, may abort or segfault instead of raising; in-process that kills edgeseq with a signal
+    (even after the arena search's own subprocess had failed cleanly), here it becomes one line."""
+    import signal
+
+    cmd = [sys.executable, "-m", "edgeseq", "profile", str(root), "--runtime", "tflm", "--threads", str(threads),
+           "--n", str(n), "--json", "-"] + ([] if arena else ["--no-arena"]) \
+        + (["--window-steps", str(window_steps)] if window_steps else [])
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                           env={**os.environ, TFLM_CHILD_ENV: "1"})
+    except subprocess.TimeoutExpired:
+        raise EdgeseqError(f"tflite-micro did not finish profiling {root} within {timeout_s:g} s") from None
+    if r.returncode < 0:
+        try:
+            name = signal.Signals(-r.returncode).name
+        except ValueError:
+            name = f"signal {-r.returncode}"
+        raise EdgeseqError(f"tflite-micro crashed ({name}) running {root}: its .tflite is damaged or not a model "
+                           f"tflite-micro can run")
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        if last.startswith("edgeseq: error: "):  # the child's own one line
+            raise EdgeseqError(last.removeprefix("edgeseq: error: "))
+        raise EdgeseqError(f"tflite-micro failed profiling {root}: {last[:300]}")
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise EdgeseqError(f"tflite-micro profile of {root} printed no result") from None
+
+
 def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int = 1000, warmup: int = 50,
                    arena: bool = True, window_steps: int | None = None) -> dict:
     root = Path(path)
@@ -349,6 +386,8 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
     if n < 10:
         raise EdgeseqError(f"--n must be at least 10 calls, got {n}")
     bundle = load_bundle(root)  # hashes checked before anything is timed
+    if runtime == "tflm" and os.environ.get(TFLM_CHILD_ENV) != "1":
+        return _tflm_in_child(root, threads, n, arena, window_steps)
     steps, D, samples = _window_shape(m, root, window_steps)
     _import_runtime(runtime)  # the runtime library's own footprint is not the model's
     rss0 = _rss_bytes()

@@ -40,7 +40,11 @@ class _Tflm:
     def __init__(self, path: Path, arena_size: int):
         from tflite_micro.python.tflite_micro import runtime
 
-        self._it = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
+        try:  # its Python wrapper parses the flatbuffer itself and raises whatever it trips on
+            self._it = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
+        except Exception as exc:
+            raise EdgeseqError(f"tflite-micro cannot load {path}: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
         self.inputs = self._details(self._it.get_input_details)
         self.outputs = self._details(self._it.get_output_details)
 

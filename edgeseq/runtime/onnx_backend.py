@@ -1,5 +1,8 @@
 """onnxruntime sessions for an exported bundle. onnxruntime is imported here, on first load, so
-``import edgeseq.runtime`` costs numpy and the standard library only."""
+``import edgeseq.runtime`` costs numpy and the standard library only.
+
+A session is opened from the model's bytes after ``guard`` has refused external data, its inputs
+and outputs are checked against the manifest, and every run is bounded in time (``guard.Watchdog``)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgeseqError
+from .guard import Watchdog, as_dims, check_io, onnx_external_data
+
+_DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(int16)": "int16",
+           "tensor(int64)": "int64", "tensor(double)": "float64", "tensor(uint8)": "uint8"}
 
 
 def open_session(path: Path, threads: int = 1, *, profile_prefix: str | None = None):
@@ -26,16 +33,58 @@ def open_session(path: Path, threads: int = 1, *, profile_prefix: str | None = N
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
+    from ..bundle import MAX_FILE_BYTES
+
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise EdgeseqError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        external = onnx_external_data(data)
+    except ValueError as exc:
+        raise EdgeseqError(f"{path} is not an ONNX model ({exc})") from None
+    if external:
+        raise EdgeseqError(f"{path} keeps tensors in external data files: edgeseq's exporters never do, and "
+                           f"such a model may read files outside its bundle, so it is refused")
+    try:  # from the bytes checked above, not the path: the file cannot change in between
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise EdgeseqError(f"onnxruntime cannot load {path}: {exc}") from None
+        raise EdgeseqError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def io_of(session) -> tuple[dict, dict]:
+    """A session's inputs and outputs as ``guard.check_io`` takes them."""
+    def spec(args):
+        return {a.name: (as_dims(a.shape), _DTYPES.get(a.type, a.type)) for a in args}
+
+    return spec(session.get_inputs()), spec(session.get_outputs())
+
+
+class Session:
+    """An onnxruntime session for a bundle's model file, checked against the manifest's ``inputs``
+    and ``outputs``; ``run`` is bounded in time."""
+
+    def __init__(self, path: Path, threads: int, want_in: dict | None, want_out: dict | None, what: str = "model"):
+        self.session = open_session(path, threads)
+        check_io(path, what, *io_of(self.session), want_in, want_out)
+        self._dog = Watchdog(path)
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, outputs, feeds: dict):
+        return self._dog.run_onnx(self.session, outputs, feeds)
 
 
 class OnnxBackend:
     def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
         self._threads = threads
-        self.window = open_session(root / runtime["model"], threads)
+        self._rt = runtime
+        self.window = Session(root / runtime["model"], threads, runtime.get("inputs"), runtime.get("outputs"))
         step = runtime.get("step")
         self._step_path = root / step if step else None
         self._step = None
@@ -47,7 +96,8 @@ class OnnxBackend:
         if self._step is None:  # most devices classify whole windows; load the step graph on demand
             if self._step_path is None:
                 raise EdgeseqError("this exported bundle has no step model")
-            self._step = open_session(self._step_path, self._threads)
+            self._step = Session(self._step_path, self._threads, self._rt.get("step_inputs"),
+                                 self._rt.get("step_outputs"), "step model")
         return self._step
 
     def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:

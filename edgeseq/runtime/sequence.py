@@ -137,10 +137,10 @@ class SequenceModel:
 class _OnnxSequence:
     """The Scan graph ``x [T, D] -> y [T, O]`` on onnxruntime."""
 
-    def __init__(self, path: Path, threads: int):
-        from .onnx_backend import open_session
+    def __init__(self, path: Path, threads: int, runtime: dict):
+        from .onnx_backend import Session
 
-        self._session = open_session(path, threads)
+        self._session = Session(path, threads, runtime["inputs"], runtime["outputs"])
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._session.run(None, {"x": x})[0]
@@ -155,10 +155,13 @@ class _TFLiteSequence:
     step at N=100..300 (ai-edge-litert 2.3, one thread, shared VM, T=10000; XNNPACK within noise
     of the builtin kernels), 1.1-2x the time of the ONNX Scan."""
 
-    def __init__(self, path: Path, threads: int, inputs: int, outputs: int):
-        from .tflite_backend import open_interpreter
+    def __init__(self, path: Path, threads: int, inputs: int, outputs: int, runtime: dict):
+        from .tflite_backend import io_of, open_interpreter
+        from .guard import Watchdog, check_io
 
         self._it = open_interpreter(path, threads)
+        check_io(path, "step model", *io_of(self._it), runtime.get("step_inputs"), runtime.get("step_outputs"))
+        self._dog = Watchdog(path)
         ins = {d["name"]: d for d in self._it.get_input_details()}
         outs = {d["name"]: d for d in self._it.get_output_details()}
         if set(ins) != {"x", "state"} or set(outs) != {"state_out", "y"}:
@@ -174,9 +177,14 @@ class _TFLiteSequence:
                                f"the manifest says {inputs} -> {outputs}")
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        it, xi, si, so, yi = self._it, self._x, self._s, self._s_out, self._y
         y = np.empty((len(x), self.outputs), np.float32)
         state = np.zeros((1, self.units), np.float32)
+        with self._dog.tflite():  # the whole sequence is one run, as the ONNX Scan is
+            self._loop(x, y, state)
+        return y
+
+    def _loop(self, x, y, state) -> None:
+        it, xi, si, so, yi = self._it, self._x, self._s, self._s_out, self._y
         for t in range(len(x)):
             it.set_tensor(xi, x[t:t + 1])
             it.set_tensor(si, state)
@@ -184,7 +192,6 @@ class _TFLiteSequence:
             # get_tensor copies out of the arena, so state stays valid across the next invoke
             state = it.get_tensor(so)
             y[t] = it.get_tensor(yi)[0]
-        return y
 
 
 def _check_task(path, manifest: dict) -> None:
@@ -206,10 +213,10 @@ def load_sequence(path, *, threads: int = 1) -> SequenceModel:
     except (KeyError, IndexError, TypeError, ValueError):
         raise EdgeseqError(f"bundle {root}: runtime section lacks the x/y shapes of a sequence model") from None
     if rt["format"] == "onnx":
-        backend = _OnnxSequence(root / name, threads)
+        backend = _OnnxSequence(root / name, threads, rt)
     else:
         if rt.get("graph_form", "step") != "step":
             raise EdgeseqError(f"bundle {root}: TFLite graph form {rt.get('graph_form')!r} is not "
                                f"supported for sequence models (known: step)")
-        backend = _TFLiteSequence(root / name, threads, inputs, outputs)
+        backend = _TFLiteSequence(root / name, threads, inputs, outputs, rt)
     return SequenceModel(root, m, backend)
