@@ -107,6 +107,9 @@ def test_ssh_command_construction():
     assert c["profile"][-1] == ("python3 -m edgeseq profile '/tmp/edgeseq-profile.abc/my beats.onnx' --n 100 "
                                 "--json -")
     assert "BatchMode=yes" in c["profile"] and c["cleanup"][-1] == "rm -rf /tmp/edgeseq-profile.abc"
+    # Nothing after "--" is read as an option, so a host can never smuggle one in.
+    for cmd in c.values():
+        assert cmd.index("--") < cmd.index("pi@board" if "pi@board" in cmd else cmd[-2])
 
 
 def test_ssh_profile_end_to_end_with_local_stand_ins(bundles, tmp_path):
@@ -116,8 +119,9 @@ def test_ssh_profile_end_to_end_with_local_stand_ins(bundles, tmp_path):
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
     (bin_dir / "ssh").write_text(f"""#!/bin/sh
-# ssh [-o opt]... host command
+# ssh [-o opt]... -- host command
 while [ "$1" = "-o" ]; do shift 2; done
+[ "$1" = "--" ] && shift
 shift
 echo "ssh $*" >> {log}
 exec sh -c "$*"
@@ -126,6 +130,7 @@ exec sh -c "$*"
 while [ "$1" = "-o" ]; do shift 2; done
 [ "$1" = "-q" ] && shift
 [ "$1" = "-r" ] && shift
+[ "$1" = "--" ] && shift
 echo "scp $1 $2" >> {log}
 exec cp -r "$1" "${{2#*:}}"
 """)
