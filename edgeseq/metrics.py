@@ -215,8 +215,15 @@ def format_table(rep: dict, title: str | None = None) -> str:
             row += f"{'':>2}{_pct(se):>5} / {_pct(ppv)}"
         lines.append(row.rstrip())
     acc = rep["accuracy"]
+    scored = rep.get("n_scored")
+    if scored is not None and scored < rep["n_beats"]:
+        # Beats left out of the matrix are said, not hidden: missed by the detector, windows that
+        # did not fit, or outputs that were not finite (counted by finite.decide, never labelled).
+        unl = rep.get("unlabelled", 0)
+        lines.append(f"scored {scored:,} of {rep['n_beats']:,} reference beats; "
+                     f"{rep['n_beats'] - scored:,} missed" + (f" ({unl:,} with non-finite model output)" if unl else ""))
     if acc is None:
-        lines.append("no beats")
+        lines.append("no beats scored: no accuracy" if scored == 0 else "no beats")
     else:
         line = f"accuracy {100 * acc:.2f}%"
         if ci and ci["accuracy"] is not None:

@@ -94,11 +94,12 @@ def test_profile_errors(bundles, capsys):
     cases = [(["profile", str(bundles["onnx"]), "--runtime", "tflite"], "runs on onnx, not tflite"),
              (["profile", str(bundles["numpy"]), "--runtime", "onnx"], "export it first"),
              (["profile"], "needs a BUNDLE"),
-             (["profile", str(bundles["onnx"]), "--n", "3"], "at least 10")]
+             (["profile", str(bundles["onnx"]), "--n", "3"], "argument --n: must be an integer >= 10")]
     for args, msg in cases:
         assert main(args) == 2
         err = capsys.readouterr().err
-        assert err.startswith("edgeseq: error:") and msg in err, err
+        assert err.startswith(("edgeseq: error:", "edgeseq profile: error:")) and msg in err, err
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_ssh_command_construction():
