@@ -267,11 +267,17 @@ class ESNClassifier(HyperParams):
         Y[np.arange(len(y)), y] = 1.0
         Zb = np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
         Zw = Zb * w[:, None]
-        A = Zb.T @ Zw
-        reg = np.full(A.shape[0], self.ridge * w.sum())
-        reg[-1] = 0.0  # the intercept is not shrunk
-        A[np.diag_indices_from(A)] += reg
-        beta = np.linalg.solve(A, Zw.T @ Y)
+        # Overflow (a score of 1e308) is not warned about here: the weights are checked below.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            A = Zb.T @ Zw
+            reg = np.full(A.shape[0], self.ridge * w.sum())
+            reg[-1] = 0.0  # the intercept is not shrunk
+            A[np.diag_indices_from(A)] += reg
+            try:
+                beta = np.linalg.solve(A, Zw.T @ Y)
+            except np.linalg.LinAlgError:  # a singular system from degenerate data is the data's problem
+                raise EdgeseqError("ESN readout: the training features are degenerate (constant or "
+                                   "overflowing); check the data") from None
         # Fold the standardisation into the weights so inference is one affine map.
         coef = beta[:-1] / sd[:, None]
         # Checked before it is kept: a NaN readout would otherwise "train" and label every beat N.
