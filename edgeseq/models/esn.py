@@ -257,10 +257,12 @@ class ESNClassifier(HyperParams):
         n_classes = int(n_classes if n_classes is not None else y.max() + 1)
         require_finite(features, "ESN reservoir states (lower sr or input_scaling, or check the data)")
         X = require_finite(self._design(features, rr).astype(np.float64), "ESN readout inputs")
-        mu = X.mean(axis=0)
-        sd = X.std(axis=0)
-        sd[sd < 1e-8] = 1.0
-        Z = (X - mu) / sd
+        with np.errstate(all="ignore"):  # an overflow is refused just below, not warned about on stderr
+            mu = X.mean(axis=0)
+            sd = X.std(axis=0)
+            sd[sd < 1e-8] = 1.0
+            Z = (X - mu) / sd
+        require_finite(Z, "standardised ESN readout inputs (values too large; check the data)")
         counts = np.bincount(y, minlength=n_classes).astype(np.float64)
         w = self._class_weights(counts)[y]
         Y = np.full((len(y), n_classes), -1.0)

@@ -75,9 +75,11 @@ class ESNWindowModel(HyperParams):
             self.classes_ = np.arange(k)
         else:
             Y = np.asarray(y, dtype=np.float64).reshape(len(F), -1)
-        mu, sd = F.mean(axis=0), F.std(axis=0)
-        sd[sd < 1e-8] = 1.0
-        Z = np.concatenate([(F - mu) / sd, np.ones((len(F), 1))], axis=1)
+        with np.errstate(all="ignore"):  # an overflow is refused just below, not warned about on stderr
+            mu, sd = F.mean(axis=0), F.std(axis=0)
+            sd[sd < 1e-8] = 1.0
+            Z = np.concatenate([(F - mu) / sd, np.ones((len(F), 1))], axis=1)
+        require_finite(Z, "standardised ESN readout inputs (values too large; check the data)")
         # Overflow (a score of 1e308) is not warned about here: the weights are checked below.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             A = Z.T @ Z
