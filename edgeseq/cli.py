@@ -28,6 +28,18 @@ FINITE = Range()
 FOLDS = Range(2, 10_000, integer=True)
 
 
+class _Parser(Parser):
+    """``checks.Parser`` that also refuses ``--opt=--``: argparse drops the ``--`` and hands the
+    option an empty list without calling its ``type``, so no range would ever see it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        for a in self._actions:
+            if a.option_strings and a.type is not None and a.nargs is None and isinstance(getattr(ns, a.dest, None), list):
+                self.error(f"argument {'/'.join(a.option_strings)}: expected one value")
+        return ns, extras
+
+
 def _speed(text: str) -> str:
     """``--speed``: ``max`` or a finite factor > 0 (NaN would make every frame due at once, or never)."""
     if text.strip().lower() == "max":
@@ -302,7 +314,7 @@ def cmd_tune(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="edgeseq", description=__doc__.splitlines()[0])
+    p = _Parser(prog="edgeseq", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
