@@ -112,7 +112,7 @@ def test_nan_durations_end_at_once(argv):
 @pytest.mark.parametrize("param", ["units=1000000", "units=0", "units=-5", "units=2.5", "units=abc",
                                    "rc_connectivity=0", "input_connectivity=0", "lr=NaN", "lr=5", "lr=0",
                                    "sr=1e308", "sr=Infinity", "sr=-1", "ridge=-1", "batch_size=0",
-                                   "input_scaling=[1,NaN,1,1,1]", "rr_inputs=[[3,NaN]]", "dtype=float16"])
+                                   "input_scaling=[1,NaN,1,1,1]", "dtype=float16"])
 def test_bad_esn_param_is_one_line_before_any_work(param, capsys, tmp_path):
     name = param.split("=")[0]
     _in_process(["train", "ecg", "--data", str(SAMPLE), "--records", "119", "--out", str(tmp_path / "b"),
@@ -226,7 +226,13 @@ def test_train_out_not_a_bundle_is_refused_before_training(tmp_path, capsys, mon
     assert (out / "notes.txt").read_text() == "mine\n"
 
 
-def test_export_out_not_a_bundle_is_refused_before_export(tiny_bundle, tmp_path, capsys):
+def test_export_out_not_a_bundle_is_refused_before_export(tiny_bundle, tmp_path, capsys, monkeypatch):
+    import edgeseq.export.onnx as onnx_export
+
+    def no_work(*a, **k):
+        raise AssertionError("exported before --out was checked")
+
+    monkeypatch.setattr(onnx_export, "export_esn_onnx", no_work)
     out = tmp_path / "project"
     out.mkdir()
     (out / "notes.txt").write_text("mine\n")
