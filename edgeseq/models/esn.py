@@ -43,7 +43,7 @@ RESERVOIR_PARAMS = {
     "rc_connectivity": Range(0, 1, lo_open=True),
     "input_connectivity": Range(0, 1, lo_open=True),
     "bias_scaling": Range(0, 100),
-    "ridge": Range(0, 1e6, lo_open=True),
+    "ridge": Range(0, 1e12, lo_open=True),  # 1e9 is a fair "shrink everything" point in a search
     "seed": SEED,
     "batch_size": Range(1, 1_000_000, integer=True),
 }
