@@ -295,6 +295,9 @@ def cmd_tune(args) -> int:
     from .data.mitdb import parse_records
     from .tune import tune
 
+    # The study, best.json and the plots go into --out: checked before the first trial.
+    for name in ("best.json", "history.png", "importances.png"):
+        check_target(Path(args.out) / name, "--out")
     best = tune(args.model, _data_dir(args), args.space, trials=args.trials, folds=args.folds, out=args.out,
                 records=parse_records(args.records), address=args.address, gpus_per_trial=args.gpus_per_trial,
                 jobs=args.jobs, metric=args.metric, seed=args.seed, train_best=args.train_best, quiet=args.quiet)

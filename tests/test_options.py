@@ -430,3 +430,23 @@ def test_rr_interval_ending_at_a_peak_near_a_gap_is_unscored():
     _, _, idx = prep.beats(x, peaks, filled=filled)
     kept = set(peaks[idx].tolist())
     assert prev not in kept and r_k not in kept and int(peaks[k - 2]) in kept
+
+
+@pytest.mark.parametrize("what", ["under a file", "a file", "best.json a directory"])
+def test_tune_out_is_checked_before_the_study(what, tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("mine\n")
+    out = {"under a file": f / "sub", "a file": f, "best.json a directory": tmp_path / "t"}[what]
+    if what == "best.json a directory":
+        (out / "best.json").mkdir(parents=True)
+    _in_process(["tune", "ecg", "--data", str(SAMPLE), "--trials", "1", "--out", str(out), "--quiet"],
+                capsys, "--out")
+    assert f.read_text() == "mine\n"
+
+
+def test_train_out_under_a_regular_file(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("mine\n")
+    _in_process(["train", "ecg", "--data", str(SAMPLE), "--records", "119", "--out", str(f / "b"), "--quiet"],
+                capsys, str(f))
+    assert f.read_text() == "mine\n"
