@@ -166,7 +166,11 @@ def _outside(samples: np.ndarray, episodes) -> np.ndarray:
 def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", include_paced: bool = False,
              progress: bool = True) -> dict:
     """Score a bundle on records. ``beats="detected"`` finds the beats with the streaming detector
-    stored in the bundle; missed reference beats and false detections count as errors."""
+    stored in the bundle; missed reference beats and false detections count as errors.
+
+    A beat whose model output is not finite is left unlabelled (``finite.decide``): counted in
+    ``unlabelled`` and as missed, never as a class. ``n_scored`` says how many beats the matrix
+    holds; with none (a flat record, a dead detector) ``accuracy`` is None, not a ratio over nothing."""
     if beats not in ("reference", "detected"):
         raise EdgeseqError(f"--beats must be 'reference' or 'detected', not {beats!r}")
     bundle, prep, predict = load_predictor(bundle_path)
