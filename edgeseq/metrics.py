@@ -245,6 +245,7 @@ def format_table(rep: dict, title: str | None = None) -> str:
             lines.append(f"lowest record: {name}, accuracy {100 * r['accuracy']:.1f}% over {r['n_beats']:,} beats{fold}")
     det = rep.get("detection")
     if det:
-        lines.append(f"detection Se {100 * det['se']:.2f}%  +P {100 * det['ppv']:.2f}%  "
+        pct = lambda x: "-" if x is None else f"{100 * x:.2f}%"  # noqa: E731  (None: no beat to divide by)
+        lines.append(f"detection Se {pct(det['se'])}  +P {pct(det['ppv'])}  "
                      f"({det['n_detected']} detected / {det['n_reference']} reference beats)")
     return "\n".join(lines)

@@ -227,7 +227,8 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
     if out["n_scored"] == 0:  # a flat record, a dead detector: no accuracy over nothing
         out["accuracy"] = None
     if beats == "detected":
-        out["detection"] = {"se": det_tp / max(det_tp + det_fn, 1), "ppv": det_tp / max(det_tp + det_fp, 1),
+        out["detection"] = {"se": det_tp / (det_tp + det_fn) if det_tp + det_fn else None,
+                            "ppv": det_tp / (det_tp + det_fp) if det_tp + det_fp else None,
                             "n_reference": det_tp + det_fn, "n_detected": det_tp + det_fp,
                             "window_s": 0.150, "excluded": "ventricular flutter episodes ([ ... ])"}
     runtime = bundle.manifest.get("runtime")
