@@ -105,6 +105,20 @@ def _publish(rep: dict, title: str, json_path: str | None, plot_title: str) -> N
     print(f"json: {path}\nplot: {plot}")
 
 
+def _ecg_params(args) -> dict:
+    """``--param`` read and checked against the ECG model family's ranges, and ``--out`` checked,
+    before the "no --data given" note: a mistake is then the only line on stderr."""
+    from .models import model_class
+
+    params = _params(args.param)
+    model_class(args.model)(seed=args.seed).set_params(**params)
+    if getattr(args, "out", None):
+        from .bundle import check_bundle_target
+
+        check_bundle_target(args.out)
+    return params
+
+
 def _data_dir(args) -> Path:
     if args.data is None:
         print(f"no --data given: using the MIT-BIH excerpt shipped with edgeseq ({SAMPLE_DIR})",
@@ -135,8 +149,9 @@ def cmd_train(args) -> int:
         print(f"bundle: {out}")
         return 0
 
+    params = _ecg_params(args)
     info = ecg.train(_data_dir(args), parse_records(args.records), out=args.out, model=args.model,
-                     seed=args.seed, params=_params(args.param), include_paced=args.include_paced,
+                     seed=args.seed, params=params, include_paced=args.include_paced,
                      progress=not args.quiet, size=args.size, device=args.device)
     counts = " ".join(f"{k}={v}" for k, v in info["class_counts"].items())
     print(f"trained {args.model} on {len(info['records'])} records, {info['n_beats']} beats ({counts}) "
@@ -150,6 +165,10 @@ def cmd_evaluate(args) -> int:
     from .tasks import ecg
 
     _check_outputs(args.json, ".confusion.png")
+    if not Path(args.bundle).is_dir():  # before the --data note, so the mistake is the only line
+        from .bundle import read_manifest
+
+        read_manifest(args.bundle)
     rep = ecg.evaluate(args.bundle, _data_dir(args), parse_records(args.records), beats=args.beats,
                        include_paced=args.include_paced, progress=not args.quiet)
     note = " (includes records the model was trained on: not an inter-patient figure)" \
@@ -167,8 +186,9 @@ def cmd_cv(args) -> int:
         return _cv_balance(args)
 
     _check_outputs(args.json, ".confusion.png")
+    params = _ecg_params(args)
     rep = ecg.cross_validate(_data_dir(args), parse_records(args.records), model=args.model,
-                             folds=args.folds, seed=args.seed, params=_params(args.param),
+                             folds=args.folds, seed=args.seed, params=params,
                              include_paced=args.include_paced, progress=not args.quiet,
                              size=args.size, device=args.device)
     _publish(rep, f"{args.model}: record-grouped {rep['n_folds']}-fold cross-validation over "

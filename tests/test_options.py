@@ -463,3 +463,13 @@ def test_balance_cv_json_bad_target_before_the_work(what, tmp_path, capsys, monk
     target, msg = _bad_targets(tmp_path)[what]
     _in_process(["cv", "balance", "--data", str(tmp_path), "--target", "Best_T", "--quiet", "--json", target],
                 capsys, "--json", msg)
+
+
+@pytest.mark.parametrize("argv", [["train", "ecg", "--param", "units=0"], ["cv", "ecg", "--param", "lr=NaN"],
+                                  ["evaluate", "/nonexistent-bundle"]])
+def test_mistake_without_data_is_the_only_stderr_line(argv, tmp_path, capsys):
+    """Without --data a note names the shipped excerpt; a mistake found before reading it must
+    not come after that note (two lines on stderr)."""
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "b")]
+    _in_process(argv, capsys)
