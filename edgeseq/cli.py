@@ -35,7 +35,8 @@ class _Parser(Parser):
     def parse_known_args(self, args=None, namespace=None):
         ns, extras = super().parse_known_args(args, namespace)
         for a in self._actions:
-            if a.option_strings and a.type is not None and a.nargs is None and isinstance(getattr(ns, a.dest, None), list):
+            value = getattr(ns, a.dest, None)
+            if a.option_strings and a.type is not None and a.nargs is None and isinstance(value, list):
                 self.error(f"argument {'/'.join(a.option_strings)}: expected one value")
         return ns, extras
 
@@ -47,7 +48,8 @@ def _speed(text: str) -> str:
     try:
         Range(0, 1e6, lo_open=True).parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be 'max' or {str(exc).removeprefix('must be ')}, got {text!r}") from None
+        rule = str(exc).removeprefix("must be ")
+        raise argparse.ArgumentTypeError(f"must be 'max' or {rule}, got {text!r}") from None
     return text
 
 
@@ -366,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and write a bundle",
                        description="Train a model on annotated beats and write a bundle directory.")
     t.add_argument("task", choices=["ecg", "balance"], help="what to predict")
-    t.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
+    t.add_argument("--target", metavar="COLUMN",
+                   help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
     data_args(t, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(t)
     t.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
@@ -386,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cv", help="record-grouped cross-validation",
                        description="Record-grouped K-fold cross-validation: no record in two folds.")
     c.add_argument("task", choices=["ecg", "balance"], help="what to predict")
-    c.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
+    c.add_argument("--target", metavar="COLUMN",
+                   help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
     data_args(c, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(c)
     c.add_argument("--folds", type=FOLDS, metavar="K",
@@ -426,13 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--runtime", choices=["onnx", "tflite", "tflm", "numpy"],
                     help="default: the bundle's own format (tflm runs a TFLite bundle on tflite-micro)")
     pr.add_argument("--threads", type=THREADS, default=1, help="runtime threads (default 1)")
-    pr.add_argument("--n", type=Range(10, 10_000_000, integer=True), default=1000, help="timed calls of each kind (default 1000)")
-    pr.add_argument("--window-steps", type=Range(1, 1_000_000, integer=True), metavar="T", help="window length of a sequence bundle (default 100)")
+    pr.add_argument("--n", type=Range(10, 1_000_000, integer=True), default=1000,
+                    help="timed calls of each kind (default 1000)")
+    pr.add_argument("--window-steps", type=Range(1, 100_000, integer=True), metavar="T",
+                    help="window length of a sequence bundle (default 100)")
     pr.add_argument("--no-arena", action="store_true", help="skip the tflite-micro arena search")
     pr.add_argument("--json", metavar="FILE", help="write the figures as JSON ('-' = stdout, nothing else printed)")
     pr.add_argument("--plot", metavar="FILE.png", help="latency histogram and CDF")
-    pr.add_argument("--ssh", metavar="USER@HOST", help="profile on that board: copy, run there, bring the JSON back")
-    pr.add_argument("--remote-python", default="python3", metavar="CMD", help="python on the board (default python3)")
+    pr.add_argument("--ssh", metavar="USER@HOST",
+                    help="profile on that board: copy, run there, bring the JSON back")
+    pr.add_argument("--remote-python", default="python3", metavar="CMD",
+                    help="python on the board (default python3)")
     pr.set_defaults(func=cmd_profile)
 
     sv = sub.add_parser("serve", help="run a bundle live on a serial stream",
@@ -445,14 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory (exported or trained)")
     sv.add_argument("--out", metavar="FILE.jsonl", help="append one JSON line per prediction")
     sv.add_argument("--record", metavar="RAW", help="append the raw byte stream, as received, to this file")
-    sv.add_argument("--duration", type=SECONDS, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
-    sv.add_argument("--baud", type=Range(50, 100_000_000, integer=True), default=115200, help="baud rate (default 115200)")
+    sv.add_argument("--duration", type=SECONDS, metavar="S",
+                    help="stop after S seconds (default: run until Ctrl-C)")
+    sv.add_argument("--baud", type=Range(50, 100_000_000, integer=True), default=115200,
+                    help="baud rate (default 115200)")
     sv.add_argument("--text", action="store_true",
                     help="plain text lines, one sample per line (e.g. an Arduino sketch's Serial.println)")
-    sv.add_argument("--rate", type=Range(0, 1_000_000, lo_open=True), metavar="HZ", help="sample rate of a --text stream")
-    sv.add_argument("--scale", type=FINITE, metavar="K", help="--text: physical value = raw * K + OFFSET (default 1)")
+    sv.add_argument("--rate", type=Range(0, 1_000_000, lo_open=True), metavar="HZ",
+                    help="sample rate of a --text stream")
+    sv.add_argument("--scale", type=FINITE, metavar="K",
+                    help="--text: physical value = raw * K + OFFSET (default 1)")
     sv.add_argument("--offset", type=FINITE, metavar="B", help="--text: see --scale (default 0)")
-    sv.add_argument("--channel", type=Range(0, 255, integer=True), metavar="C", help="use channel C of a multi-channel stream")
+    sv.add_argument("--channel", type=Range(0, 255, integer=True), metavar="C",
+                    help="use channel C of a multi-channel stream")
     sv.add_argument("--window", type=WINDOW_S, metavar="S", help="window length for window models (default 1 s)")
     sv.add_argument("--hop", type=WINDOW_S, metavar="S", help="window hop for window models (default: --window)")
     sv.add_argument("--give-up", type=SECONDS, metavar="S", help="exit when the port has been gone for S seconds")
@@ -465,13 +478,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "does, with seeded fault injection; one JSON line on exit of what was "
                                     "sent and injected.")
     em.add_argument("--source", required=True, metavar="SRC", help="mitdb:DIR/RECORD or hbedb:FILE")
-    em.add_argument("--link", required=True, metavar="PATH", help="where to link the device end (the host's --port)")
+    em.add_argument("--link", required=True, metavar="PATH",
+                    help="where to link the device end (the host's --port)")
     em.add_argument("--speed", type=_speed, default="1", metavar="1|10|max", help="x real time, or max (default 1)")
     em.add_argument("--faults", type=_faults, metavar="SPEC",
                     help="rates per frame, e.g. bitflip=1e-3,drop=1e-3,dup=1e-4,garbage=1e-4,truncate=1e-4,"
                          "disconnect=1e-5")
     em.add_argument("--seed", type=SEED, default=0, help="seed of the fault draws (default 0)")
-    em.add_argument("--duration", type=SECONDS, metavar="S", help="stream only the first S seconds of the recording")
+    em.add_argument("--duration", type=SECONDS, metavar="S",
+                    help="stream only the first S seconds of the recording")
     em.add_argument("--text", action="store_true", help="print text lines instead of frames")
     em.add_argument("--loop", action="store_true", help="repeat the recording until --duration is reached")
     em.add_argument("--frame-samples", type=Range(1, 100_000, integer=True), metavar="N",
@@ -490,13 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("task", choices=["ecg"], help="what to predict")
     tu.add_argument("--model", default="esn", choices=["esn", "lstm", "tcn"], help="model family (default esn)")
     tu.add_argument("--data", metavar="DIR", help="directory of WFDB records (default: the shipped excerpt)")
-    tu.add_argument("--records", metavar="LIST", help="comma-separated record names (default: the DS1 records in DIR)")
+    tu.add_argument("--records", metavar="LIST",
+                    help="comma-separated record names (default: the DS1 records in DIR)")
     tu.add_argument("--space", default="default", metavar="SPACE.json|default",
                     help='JSON: name -> {"type": "int"|"float", "low", "high"[, "log", "step"]} or '
                          '{"type": "categorical", "choices": [...]}; default: the family\'s built-in space')
     tu.add_argument("--trials", type=Range(1, 1_000_000, integer=True), required=True, metavar="N",
                     help="finished or pruned trials the study should hold (a resumed study runs the rest)")
-    tu.add_argument("--folds", type=FOLDS, default=5, metavar="K", help="record-grouped folds per trial (default 5)")
+    tu.add_argument("--folds", type=FOLDS, default=5, metavar="K",
+                    help="record-grouped folds per trial (default 5)")
     tu.add_argument("--out", required=True, metavar="DIR", help="study, best.json and plots go here")
     tu.add_argument("--address", metavar="ray://HOST:PORT|HOST:PORT|auto",
                     help="run trials on this Ray cluster (default: processes on this machine)")

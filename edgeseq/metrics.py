@@ -220,8 +220,9 @@ def format_table(rep: dict, title: str | None = None) -> str:
         # Beats left out of the matrix are said, not hidden: missed by the detector, windows that
         # did not fit, or outputs that were not finite (counted by finite.decide, never labelled).
         unl = rep.get("unlabelled", 0)
-        lines.append(f"scored {scored:,} of {rep['n_beats']:,} reference beats; "
-                     f"{rep['n_beats'] - scored:,} missed" + (f" ({unl:,} with non-finite model output)" if unl else ""))
+        why = f" ({unl:,} with non-finite model output)" if unl else ""
+        missed = rep["n_beats"] - scored
+        lines.append(f"scored {scored:,} of {rep['n_beats']:,} reference beats; {missed:,} missed{why}")
     if acc is None:
         lines.append("no beats scored: no accuracy" if scored == 0 else "no beats")
     else:

@@ -32,9 +32,10 @@ _HYPER = ("units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connec
 
 
 #: Reservoir hyper-parameter ranges shared by the beat ESN and the window ESN. ``units`` starts at
-#: 10 (reservoirpy's spectral-radius estimate needs a few) and stops at 20000: W alone is then 3 GB in float64, and a bigger one ends in an out-of-memory kill rather
-#: than a message. Connectivities are fractions > 0 (reservoirpy's initialisers cannot draw from
-#: none), ``lr`` a leak in (0, 1], ``sr`` a spectral radius a reservoir can still be stable near.
+#: 10 (reservoirpy's spectral-radius estimate needs a few) and stops at 20000: W alone is then
+#: 3 GB in float64, and a bigger one ends in an out-of-memory kill rather than a message.
+#: Connectivities are fractions > 0 (reservoirpy's initialisers cannot draw from none), ``lr`` a
+#: leak in (0, 1], ``sr`` a spectral radius a reservoir can still be stable near.
 RESERVOIR_PARAMS = {
     "units": Range(10, 20000, integer=True),
     "lr": Range(0, 1, lo_open=True),
