@@ -99,14 +99,9 @@ def _not_ours(out: Path) -> str | None:
     return None
 
 
-def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
-                 files: dict[str, Path] | None = None) -> Path:
-    """Write ``arrays`` to ``weights.npz``, copy ``files`` (name in the bundle -> source path, e.g.
-    an exported model) beside it, and write ``manifest`` completed with every file's hash.
-
-    Files are written to a temporary sibling directory and moved into place, so an interrupted
-    write never leaves a bundle whose manifest and weights disagree.
-    """
+def check_bundle_target(out_dir) -> Path:
+    """``out_dir`` when ``write_bundle`` may write there (absent, empty, or a bundle edgeseq wrote);
+    one line otherwise. Called before training too, so a refused ``--out`` costs nothing."""
     out = Path(out_dir)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise EdgeseqError(f"bundle path {out} exists and is not a directory")
@@ -115,6 +110,25 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
         if foreign:
             raise EdgeseqError(f"refusing to replace {out}: it is not a bundle edgeseq wrote ({foreign}); "
                                "choose another --out or remove it yourself")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeseqError(f"bundle path {out}: cannot create {out.parent}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise EdgeseqError(f"bundle path {out}: {out.parent} is not writable")
+    return out
+
+
+def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
+                 files: dict[str, Path] | None = None) -> Path:
+    """Write ``arrays`` to ``weights.npz``, copy ``files`` (name in the bundle -> source path, e.g.
+    an exported model) beside it, and write ``manifest`` completed with every file's hash.
+
+    Files are written to a temporary sibling directory and moved into place, so an interrupted
+    write never leaves a bundle whose manifest and weights disagree.
+    """
+    out = check_bundle_target(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)

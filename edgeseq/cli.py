@@ -12,9 +12,56 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .checks import SEED, Parser, Range
 from .errors import EdgeseqError
+from .outputs import check_target, dumps, write_json
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
+
+# Option ranges, stated once. Upper bounds are generous but finite: a value past them is a typo,
+# and one that is not refused here ends as a hang (--duration nan), an allocation that kills the
+# process (--threads 100000) or a loop that never ends.
+THREADS = Range(1, 256, integer=True)
+SECONDS = Range(0, 10 * 365 * 86400, lo_open=True)  # a duration: positive, finite
+WINDOW_S = Range(0, 3600, lo_open=True)
+FINITE = Range()
+FOLDS = Range(2, 10_000, integer=True)
+
+
+class _Parser(Parser):
+    """``checks.Parser`` that also refuses ``--opt=--``: argparse drops the ``--`` and hands the
+    option an empty list without calling its ``type``, so no range would ever see it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        for a in self._actions:
+            value = getattr(ns, a.dest, None)
+            if a.option_strings and a.type is not None and a.nargs is None and isinstance(value, list):
+                self.error(f"argument {'/'.join(a.option_strings)}: expected one value")
+        return ns, extras
+
+
+def _speed(text: str) -> str:
+    """``--speed``: ``max`` or a finite factor > 0 (NaN would make every frame due at once, or never)."""
+    if text.strip().lower() == "max":
+        return "max"
+    try:
+        Range(0, 1e6, lo_open=True).parse(text)
+    except ValueError as exc:
+        rule = str(exc).removeprefix("must be ")
+        raise argparse.ArgumentTypeError(f"must be 'max' or {rule}, got {text!r}") from None
+    return text
+
+
+def _faults(text: str) -> str:
+    """``--faults``: checked where it enters (rates finite in [0, 1]); the emulator reads the same text."""
+    from .bridge.emulator import parse_faults
+
+    try:
+        parse_faults(text)
+    except EdgeseqError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--faults: ")) from None
+    return text
 
 
 def _params(items: list[str] | None) -> dict:
@@ -31,6 +78,21 @@ def _params(items: list[str] | None) -> dict:
     return out
 
 
+def _beside(json_path, suffix: str) -> Path:
+    path = Path(json_path)
+    return path.with_name(path.stem + suffix)
+
+
+def _check_outputs(json_path, *plot_suffixes) -> None:
+    """``--json`` and the plots beside it checked before the work that fills them: an hour of
+    cross-validation must not end in "cannot write" (the writers check again, atomically)."""
+    if json_path is None:
+        return
+    check_target(json_path, "--json")
+    for suffix in plot_suffixes:
+        check_target(_beside(json_path, suffix), "plot")
+
+
 def _publish(rep: dict, title: str, json_path: str | None, plot_title: str) -> None:
     """The table on stdout; with a JSON path, the figures there and the confusion plot beside them."""
     from .metrics import format_table
@@ -40,11 +102,23 @@ def _publish(rep: dict, title: str, json_path: str | None, plot_title: str) -> N
         return
     from .plots import confusion_png
 
-    path = Path(json_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rep, indent=2) + "\n")
-    plot = confusion_png(rep, path.with_name(path.stem + ".confusion.png"), plot_title)
+    path = write_json(json_path, rep, "--json")
+    plot = confusion_png(rep, _beside(json_path, ".confusion.png"), plot_title)
     print(f"json: {path}\nplot: {plot}")
+
+
+def _ecg_params(args) -> dict:
+    """``--param`` read and checked against the ECG model family's ranges, and ``--out`` checked,
+    before the "no --data given" note: a mistake is then the only line on stderr."""
+    from .models import model_class
+
+    params = _params(args.param)
+    model_class(args.model)(seed=args.seed).set_params(**params)
+    if getattr(args, "out", None):
+        from .bundle import check_bundle_target
+
+        check_bundle_target(args.out)
+    return params
 
 
 def _data_dir(args) -> Path:
@@ -77,8 +151,9 @@ def cmd_train(args) -> int:
         print(f"bundle: {out}")
         return 0
 
+    params = _ecg_params(args)
     info = ecg.train(_data_dir(args), parse_records(args.records), out=args.out, model=args.model,
-                     seed=args.seed, params=_params(args.param), include_paced=args.include_paced,
+                     seed=args.seed, params=params, include_paced=args.include_paced,
                      progress=not args.quiet, size=args.size, device=args.device)
     counts = " ".join(f"{k}={v}" for k, v in info["class_counts"].items())
     print(f"trained {args.model} on {len(info['records'])} records, {info['n_beats']} beats ({counts}) "
@@ -91,6 +166,11 @@ def cmd_evaluate(args) -> int:
     from .data.mitdb import parse_records
     from .tasks import ecg
 
+    _check_outputs(args.json, ".confusion.png")
+    if not Path(args.bundle).is_dir():  # before the --data note, so the mistake is the only line
+        from .bundle import read_manifest
+
+        read_manifest(args.bundle)
     rep = ecg.evaluate(args.bundle, _data_dir(args), parse_records(args.records), beats=args.beats,
                        include_paced=args.include_paced, progress=not args.quiet)
     note = " (includes records the model was trained on: not an inter-patient figure)" \
@@ -107,8 +187,10 @@ def cmd_cv(args) -> int:
     if args.task == "balance":
         return _cv_balance(args)
 
+    _check_outputs(args.json, ".confusion.png")
+    params = _ecg_params(args)
     rep = ecg.cross_validate(_data_dir(args), parse_records(args.records), model=args.model,
-                             folds=args.folds, seed=args.seed, params=_params(args.param),
+                             folds=args.folds, seed=args.seed, params=params,
                              include_paced=args.include_paced, progress=not args.quiet,
                              size=args.size, device=args.device)
     _publish(rep, f"{args.model}: record-grouped {rep['n_folds']}-fold cross-validation over "
@@ -120,6 +202,7 @@ def cmd_cv(args) -> int:
 def _cv_balance(args) -> int:
     from .tasks import balance
 
+    _check_outputs(args.json, ".confusion.png", ".subjects.png")
     rep = balance.cross_validate(_balance_data(args), target=args.target, model=args.model, seed=args.seed,
                                  params=_params(args.param), progress=not args.quiet,
                                  size=args.size, device=args.device)
@@ -127,22 +210,39 @@ def _cv_balance(args) -> int:
     if args.json:
         from .plots import confusion_png, scores_png
 
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(rep, indent=2) + "\n")
+        path = write_json(args.json, rep, "--json")
         title = f"{args.model}, balance {args.target}, leave-subject-out"
-        plot = (confusion_png(rep, path.with_name(path.stem + ".confusion.png"), title) if "accuracy" in rep
-                else scores_png(rep, path.with_name(path.stem + ".subjects.png"), title))
+        plot = (confusion_png(rep, _beside(args.json, ".confusion.png"), title) if "accuracy" in rep
+                else scores_png(rep, _beside(args.json, ".subjects.png"), title))
         print(f"json: {path}\nplot: {plot}")
     return 0
 
 
+def _calibration(args, manifest: dict):
+    """``(windows, rr)`` of the calibration records, read once here so that no usable beat (an .atr
+    without beat labels, records too short for a window) is one line, not a quantiser dividing
+    by an empty range."""
+    from .data.mitdb import parse_records, select_records
+    from .finite import require_finite
+    from .preprocess.ecg import EcgPreprocessing
+    from .tasks.ecg import load_beats
+
+    names = select_records(args.calibration, parse_records(args.records))
+    prep = EcgPreprocessing.from_config(manifest["preprocessing"])
+    beats = load_beats(Path(args.calibration), names, prep, progress=False)
+    if len(beats.windows) == 0:
+        raise EdgeseqError(f"--calibration {args.calibration}: records {', '.join(names)} hold no usable beats "
+                           "to calibrate int8 ranges on")
+    return (require_finite(beats.windows, "calibration beat windows"),
+            require_finite(beats.rr, "calibration RR features"))
+
+
 def cmd_export(args) -> int:
-    from .bundle import read_manifest
-    from .data.mitdb import parse_records
+    from .bundle import check_bundle_target, read_manifest
     from .export.onnx import export_esn_onnx
 
     manifest = read_manifest(args.bundle)
+    check_bundle_target(args.out)
     if "runtime" in manifest:
         raise EdgeseqError(f"bundle {args.bundle} is already exported ({manifest['runtime'].get('format')}); "
                            "export the training bundle it came from")
@@ -165,9 +265,7 @@ def cmd_export(args) -> int:
     if args.int8:
         if not args.calibration:
             raise EdgeseqError("--int8 needs --calibration DIR: real beats set the activation ranges")
-        from .data.mitdb import select_records
-
-        calibration = (Path(args.calibration), select_records(args.calibration, parse_records(args.records)))
+        calibration = _calibration(args, manifest)
     neural = manifest["model"].get("kind") in ("lstm", "tcn")
     if args.format == "tflite":
         if neural:
@@ -187,13 +285,23 @@ def cmd_export(args) -> int:
 
 def cmd_demo(args) -> int:
     """Train on some shipped records, then run the streaming detector and the model on the others."""
+    from .bundle import check_bundle_target
     from .data.mitdb import list_records
     from .tasks import ecg
 
     out = Path(args.out)
     names = list_records(SAMPLE_DIR)
-    test = [r for r in names if r in args.test_records.split(",")]
+    asked = [r.strip() for r in args.test_records.split(",") if r.strip()]
+    unknown = [r for r in asked if r not in names]
+    if unknown or not asked:
+        raise EdgeseqError(f"--test-records: {', '.join(unknown) or 'none given'}: not among the shipped "
+                           f"records ({', '.join(names)})")
+    test = [r for r in names if r in asked]
     train = [r for r in names if r not in test]
+    if not train:  # training on the test records and calling it inter-patient would be a lie
+        raise EdgeseqError("--test-records holds every shipped record: leave some to train on")
+    check_bundle_target(out / "ecg-esn.bundle")
+    _check_outputs(out / "demo-evaluation.json", ".confusion.png")
     print(f"edgeseq demo: MIT-BIH excerpts shipped in {SAMPLE_DIR} (ODC-By 1.0, see ATTRIBUTION.md)")
     print(f"1/2 training an ESN on records {', '.join(train)}")
     info = ecg.train(SAMPLE_DIR, train, out=out / "ecg-esn.bundle", seed=args.seed, progress=True)
@@ -209,6 +317,9 @@ def cmd_tune(args) -> int:
     from .data.mitdb import parse_records
     from .tune import tune
 
+    # The study, best.json and the plots go into --out: checked before the first trial.
+    for name in ("best.json", "history.png", "importances.png"):
+        check_target(Path(args.out) / name, "--out")
     best = tune(args.model, _data_dir(args), args.space, trials=args.trials, folds=args.folds, out=args.out,
                 records=parse_records(args.records), address=args.address, gpus_per_trial=args.gpus_per_trial,
                 jobs=args.jobs, metric=args.metric, seed=args.seed, train_best=args.train_best, quiet=args.quiet)
@@ -228,7 +339,7 @@ def cmd_tune(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgeseq", description=__doc__.splitlines()[0])
+    p = _Parser(prog="edgeseq", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -250,14 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", choices=["cpu", "cuda", "auto"],
                         help="where training runs (default cpu); cuda falls back to the CPU with a message "
                              "when no GPU is present")
-        sp.add_argument("--seed", type=int, default=0, help="seed of the reservoir and splits (default 0)")
+        sp.add_argument("--seed", type=SEED, default=0, help="seed of the reservoir and splits (default 0)")
         sp.add_argument("--param", action="append", metavar="KEY=VALUE",
                         help="model hyper-parameter, repeatable, e.g. --param units=200 --param lr=0.5")
 
     t = sub.add_parser("train", help="train a model and write a bundle",
                        description="Train a model on annotated beats and write a bundle directory.")
     t.add_argument("task", choices=["ecg", "balance"], help="what to predict")
-    t.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
+    t.add_argument("--target", metavar="COLUMN",
+                   help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
     data_args(t, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(t)
     t.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
@@ -277,10 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cv", help="record-grouped cross-validation",
                        description="Record-grouped K-fold cross-validation: no record in two folds.")
     c.add_argument("task", choices=["ecg", "balance"], help="what to predict")
-    c.add_argument("--target", metavar="COLUMN", help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
+    c.add_argument("--target", metavar="COLUMN",
+                   help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
     data_args(c, "comma-separated record names (default: the DS1 records present in DIR)")
     model_args(c)
-    c.add_argument("--folds", type=int, metavar="K",
+    c.add_argument("--folds", type=FOLDS, metavar="K",
                    help="number of folds (default: one per record, i.e. leave-one-record-out)")
     c.add_argument("--json", metavar="FILE", help="write the figures as JSON, and the plot beside it")
     c.set_defaults(func=cmd_cv)
@@ -304,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="edgeseq-demo", metavar="DIR", help="output directory (default edgeseq-demo)")
     d.add_argument("--test-records", default="208,209", metavar="LIST",
                    help="records held out for evaluation (default 208,209)")
-    d.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    d.add_argument("--seed", type=SEED, default=0, help="seed (default 0)")
     d.set_defaults(func=cmd_demo)
 
     pr = sub.add_parser("profile", help="latency, throughput, size and memory of a bundle",
@@ -316,14 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--compare", nargs="+", metavar="B", help="profile these bundles side by side (one table)")
     pr.add_argument("--runtime", choices=["onnx", "tflite", "tflm", "numpy"],
                     help="default: the bundle's own format (tflm runs a TFLite bundle on tflite-micro)")
-    pr.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
-    pr.add_argument("--n", type=int, default=1000, help="timed calls of each kind (default 1000)")
-    pr.add_argument("--window-steps", type=int, metavar="T", help="window length of a sequence bundle (default 100)")
+    pr.add_argument("--threads", type=THREADS, default=1, help="runtime threads (default 1)")
+    pr.add_argument("--n", type=Range(10, 1_000_000, integer=True), default=1000,
+                    help="timed calls of each kind (default 1000)")
+    pr.add_argument("--window-steps", type=Range(1, 100_000, integer=True), metavar="T",
+                    help="window length of a sequence bundle (default 100)")
     pr.add_argument("--no-arena", action="store_true", help="skip the tflite-micro arena search")
     pr.add_argument("--json", metavar="FILE", help="write the figures as JSON ('-' = stdout, nothing else printed)")
     pr.add_argument("--plot", metavar="FILE.png", help="latency histogram and CDF")
-    pr.add_argument("--ssh", metavar="USER@HOST", help="profile on that board: copy, run there, bring the JSON back")
-    pr.add_argument("--remote-python", default="python3", metavar="CMD", help="python on the board (default python3)")
+    pr.add_argument("--ssh", metavar="USER@HOST",
+                    help="profile on that board: copy, run there, bring the JSON back")
+    pr.add_argument("--remote-python", default="python3", metavar="CMD",
+                    help="python on the board (default python3)")
     pr.set_defaults(func=cmd_profile)
 
     sv = sub.add_parser("serve", help="run a bundle live on a serial stream",
@@ -336,18 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--bundle", required=True, metavar="BUNDLE", help="bundle directory (exported or trained)")
     sv.add_argument("--out", metavar="FILE.jsonl", help="append one JSON line per prediction")
     sv.add_argument("--record", metavar="RAW", help="append the raw byte stream, as received, to this file")
-    sv.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
-    sv.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    sv.add_argument("--duration", type=SECONDS, metavar="S",
+                    help="stop after S seconds (default: run until Ctrl-C)")
+    sv.add_argument("--baud", type=Range(50, 100_000_000, integer=True), default=115200,
+                    help="baud rate (default 115200)")
     sv.add_argument("--text", action="store_true",
                     help="plain text lines, one sample per line (e.g. an Arduino sketch's Serial.println)")
-    sv.add_argument("--rate", type=float, metavar="HZ", help="sample rate of a --text stream")
-    sv.add_argument("--scale", type=float, metavar="K", help="--text: physical value = raw * K + OFFSET (default 1)")
-    sv.add_argument("--offset", type=float, metavar="B", help="--text: see --scale (default 0)")
-    sv.add_argument("--channel", type=int, metavar="C", help="use channel C of a multi-channel stream")
-    sv.add_argument("--window", type=float, metavar="S", help="window length for window models (default 1 s)")
-    sv.add_argument("--hop", type=float, metavar="S", help="window hop for window models (default: --window)")
-    sv.add_argument("--give-up", type=float, metavar="S", help="exit when the port has been gone for S seconds")
-    sv.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    sv.add_argument("--rate", type=Range(0, 1_000_000, lo_open=True), metavar="HZ",
+                    help="sample rate of a --text stream")
+    sv.add_argument("--scale", type=FINITE, metavar="K",
+                    help="--text: physical value = raw * K + OFFSET (default 1)")
+    sv.add_argument("--offset", type=FINITE, metavar="B", help="--text: see --scale (default 0)")
+    sv.add_argument("--channel", type=Range(0, 255, integer=True), metavar="C",
+                    help="use channel C of a multi-channel stream")
+    sv.add_argument("--window", type=WINDOW_S, metavar="S", help="window length for window models (default 1 s)")
+    sv.add_argument("--hop", type=WINDOW_S, metavar="S", help="window hop for window models (default: --window)")
+    sv.add_argument("--give-up", type=SECONDS, metavar="S", help="exit when the port has been gone for S seconds")
+    sv.add_argument("--threads", type=THREADS, default=1, help="runtime threads (default 1)")
     sv.add_argument("--quiet", action="store_true", help="no prediction lines on stdout (summary only)")
     sv.set_defaults(func=cmd_serve)
 
@@ -356,20 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
                                     "does, with seeded fault injection; one JSON line on exit of what was "
                                     "sent and injected.")
     em.add_argument("--source", required=True, metavar="SRC", help="mitdb:DIR/RECORD or hbedb:FILE")
-    em.add_argument("--link", required=True, metavar="PATH", help="where to link the device end (the host's --port)")
-    em.add_argument("--speed", default="1", metavar="1|10|max", help="x real time, or max (default 1)")
-    em.add_argument("--faults", metavar="SPEC",
+    em.add_argument("--link", required=True, metavar="PATH",
+                    help="where to link the device end (the host's --port)")
+    em.add_argument("--speed", type=_speed, default="1", metavar="1|10|max", help="x real time, or max (default 1)")
+    em.add_argument("--faults", type=_faults, metavar="SPEC",
                     help="rates per frame, e.g. bitflip=1e-3,drop=1e-3,dup=1e-4,garbage=1e-4,truncate=1e-4,"
                          "disconnect=1e-5")
-    em.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
-    em.add_argument("--duration", type=float, metavar="S", help="stream only the first S seconds of the recording")
+    em.add_argument("--seed", type=SEED, default=0, help="seed of the fault draws (default 0)")
+    em.add_argument("--duration", type=SECONDS, metavar="S",
+                    help="stream only the first S seconds of the recording")
     em.add_argument("--text", action="store_true", help="print text lines instead of frames")
     em.add_argument("--loop", action="store_true", help="repeat the recording until --duration is reached")
-    em.add_argument("--frame-samples", type=int, metavar="N",
+    em.add_argument("--frame-samples", type=Range(1, 100_000, integer=True), metavar="N",
                     help="samples per frame (default 10 for ECG, 1 for the balance board)")
-    em.add_argument("--outage", type=float, default=0.5, metavar="S",
+    em.add_argument("--outage", type=Range(0, 3600), default=0.5, metavar="S",
                     help="device time lost per disconnect (default 0.5 s)")
-    em.add_argument("--wait", type=float, default=60.0, metavar="S",
+    em.add_argument("--wait", type=Range(0, 7 * 86400), default=60.0, metavar="S",
                     help="how long to wait for the host to open the port (default 60 s)")
     em.set_defaults(func=cmd_emulate)
 
@@ -381,25 +505,27 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("task", choices=["ecg"], help="what to predict")
     tu.add_argument("--model", default="esn", choices=["esn", "lstm", "tcn"], help="model family (default esn)")
     tu.add_argument("--data", metavar="DIR", help="directory of WFDB records (default: the shipped excerpt)")
-    tu.add_argument("--records", metavar="LIST", help="comma-separated record names (default: the DS1 records in DIR)")
+    tu.add_argument("--records", metavar="LIST",
+                    help="comma-separated record names (default: the DS1 records in DIR)")
     tu.add_argument("--space", default="default", metavar="SPACE.json|default",
                     help='JSON: name -> {"type": "int"|"float", "low", "high"[, "log", "step"]} or '
                          '{"type": "categorical", "choices": [...]}; default: the family\'s built-in space')
-    tu.add_argument("--trials", type=int, required=True, metavar="N",
+    tu.add_argument("--trials", type=Range(1, 1_000_000, integer=True), required=True, metavar="N",
                     help="finished or pruned trials the study should hold (a resumed study runs the rest)")
-    tu.add_argument("--folds", type=int, default=5, metavar="K", help="record-grouped folds per trial (default 5)")
+    tu.add_argument("--folds", type=FOLDS, default=5, metavar="K",
+                    help="record-grouped folds per trial (default 5)")
     tu.add_argument("--out", required=True, metavar="DIR", help="study, best.json and plots go here")
     tu.add_argument("--address", metavar="ray://HOST:PORT|HOST:PORT|auto",
                     help="run trials on this Ray cluster (default: processes on this machine)")
-    tu.add_argument("--gpus-per-trial", type=float, default=0, metavar="G",
+    tu.add_argument("--gpus-per-trial", type=Range(0, 1024), default=0, metavar="G",
                     help="GPUs per Ray trial (with --address; trials then train on cuda)")
-    tu.add_argument("--jobs", type=int, metavar="J",
+    tu.add_argument("--jobs", type=Range(1, 4096, integer=True), metavar="J",
                     help="trials at once (default: this machine's cores; with --address: as many as the "
                          "cluster fits)")
     tu.add_argument("--metric", default="sveb_veb", metavar="NAME",
                     help="per-fold score to maximise: sveb_veb (default: mean of SVEB and VEB Se and +P), "
                          "accuracy, sveb_f1, veb_f1")
-    tu.add_argument("--seed", type=int, default=0, help="seed of the models, folds and sampler (default 0)")
+    tu.add_argument("--seed", type=SEED, default=0, help="seed of the models, folds and sampler (default 0)")
     tu.add_argument("--train-best", action="store_true",
                     help="train the best trial's hyper-parameters on all the records into OUT/best.bundle")
     tu.add_argument("--quiet", action="store_true", help="no line per trial on stderr")
@@ -492,6 +618,14 @@ def cmd_profile(args) -> int:
     if not args.compare and not args.bundle:
         raise EdgeseqError("profile needs a BUNDLE (or --compare A B ...)")
     to_stdout = args.json == "-"
+    if args.json and not to_stdout:
+        check_target(args.json, "--json")
+    if args.plot:
+        check_target(args.plot, "--plot")
+    if args.ssh:
+        from .profile.remote import check_host
+
+        check_host(args.ssh)
     if args.compare:
         if args.ssh:
             raise EdgeseqError("--ssh profiles one bundle at a time")
@@ -516,12 +650,11 @@ def cmd_profile(args) -> int:
                                        arena=not args.no_arena, window_steps=args.window_steps)]
         payload, text = results[0], prof.format_table(results[0])
     if to_stdout:
-        print(json.dumps(payload))
+        print(dumps(payload))
         return 0
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")
-        print(f"json: {args.json}")
+        print(f"json: {write_json(args.json, payload, '--json', indent=1)}")
     if args.plot:
         from .plots import latency_png
 
@@ -563,7 +696,10 @@ def cmd_emulate(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a bad option (one line already printed) or --help/--version
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except EdgeseqError as exc:

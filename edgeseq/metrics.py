@@ -215,8 +215,16 @@ def format_table(rep: dict, title: str | None = None) -> str:
             row += f"{'':>2}{_pct(se):>5} / {_pct(ppv)}"
         lines.append(row.rstrip())
     acc = rep["accuracy"]
+    scored = rep.get("n_scored")
+    if scored is not None and scored < rep["n_beats"]:
+        # Beats left out of the matrix are said, not hidden: missed by the detector, windows that
+        # did not fit, or outputs that were not finite (counted by finite.decide, never labelled).
+        unl = rep.get("unlabelled", 0)
+        why = f" ({unl:,} with non-finite model output)" if unl else ""
+        missed = rep["n_beats"] - scored
+        lines.append(f"scored {scored:,} of {rep['n_beats']:,} reference beats; {missed:,} missed{why}")
     if acc is None:
-        lines.append("no beats")
+        lines.append("no beats scored: no accuracy" if scored == 0 else "no beats")
     else:
         line = f"accuracy {100 * acc:.2f}%"
         if ci and ci["accuracy"] is not None:
@@ -238,6 +246,7 @@ def format_table(rep: dict, title: str | None = None) -> str:
             lines.append(f"lowest record: {name}, accuracy {100 * r['accuracy']:.1f}% over {r['n_beats']:,} beats{fold}")
     det = rep.get("detection")
     if det:
-        lines.append(f"detection Se {100 * det['se']:.2f}%  +P {100 * det['ppv']:.2f}%  "
+        pct = lambda x: "-" if x is None else f"{100 * x:.2f}%"  # noqa: E731  (None: no beat to divide by)
+        lines.append(f"detection Se {pct(det['se'])}  +P {pct(det['ppv'])}  "
                      f"({det['n_detected']} detected / {det['n_reference']} reference beats)")
     return "\n".join(lines)

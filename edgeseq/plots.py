@@ -1,10 +1,16 @@
-"""Pictures for results (host side; matplotlib is imported only when a plot is drawn)."""
+"""Pictures for results (host side; matplotlib is imported only when a plot is drawn).
+
+Every figure is written by :func:`edgeseq.outputs.save_figure` (rendered in memory, then the
+checked, atomic writer), so a plot path fails the way any other output path does: one line.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from .outputs import save_figure
 
 
 def confusion_png(rep: dict, path, title: str = "") -> Path:
@@ -36,10 +42,10 @@ def confusion_png(rep: dict, path, title: str = "") -> Path:
     ax.set_title((title + "\n" if title else "") + (f"accuracy {100 * acc:.1f}%" if acc is not None else ""),
                  fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def scores_png(rep: dict, path, title: str = "") -> Path:
@@ -71,10 +77,10 @@ def scores_png(rep: dict, path, title: str = "") -> Path:
     ax.set_title((title + "\n" if title else "") + f"MAE {rep['mae']:.2f} (ESN) vs {rep['baseline']['mae']:.2f} "
                  f"(baseline); bars = subject means", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def latency_png(results, path, title: str = "") -> Path:
@@ -106,7 +112,7 @@ def latency_png(results, path, title: str = "") -> Path:
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title or "edgeseq profile", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)

@@ -172,7 +172,8 @@ def test_short_gap_is_filled_and_flagged(sample208):
     prev, nxt = peaks_f[j - 1], peaks_f[j + 1]
     in_gap = lambda lo, hi: (hi >= a) & (lo < a + n)  # noqa: E731  [lo, hi] meets [a, a+n)
     last = int(np.arange(-PREP.pre, PREP.post, PREP.decimate)[-1])  # window: r - pre .. r + last
-    touches = (in_gap(r - PREP.pre, r + last) | in_gap(prev, r) | in_gap(r, nxt))
+    m = PREP.gap_margin  # an interval also touches a gap near one of its peaks (peaks_near_gap)
+    touches = (in_gap(r - PREP.pre, r + last) | in_gap(prev - m, r + m) | in_gap(r - m, nxt + m))
     ok = np.array([b.ok for b in beats])
     np.testing.assert_array_equal(ok, ~touches)
     assert 1 <= (~ok).sum() <= 4 and s.dropped == (~ok).sum()
@@ -181,7 +182,7 @@ def test_short_gap_is_filled_and_flagged(sample208):
     # Intervals touching the gap stay out of the running means: local_rr is the mean of the last
     # 10 clean intervals, running_rr (local_rr / local_rr_norm) of the last 200.
     iv = np.diff(peaks_f) / FS
-    iv_clean = ~in_gap(peaks_f[:-1], peaks_f[1:])
+    iv_clean = ~in_gap(peaks_f[:-1] - m, peaks_f[1:] + m)
     for b in beats:
         if not b.ok:
             continue

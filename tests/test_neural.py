@@ -148,7 +148,7 @@ def test_bad_inputs_are_one_clear_error(beats):
         m.predict(beats.windows[:3])
     bad = beats.windows[:50].copy()
     bad[7, 0] = np.inf
-    with pytest.raises(EdgeseqError, match="windows contain NaN or inf"):
+    with pytest.raises(EdgeseqError, match="training windows holds NaN or infinite"):
         TCNModel(epochs=1).fit(bad, beats.rr[:50], beats.labels[:50], 5)
 
 

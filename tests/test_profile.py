@@ -94,11 +94,12 @@ def test_profile_errors(bundles, capsys):
     cases = [(["profile", str(bundles["onnx"]), "--runtime", "tflite"], "runs on onnx, not tflite"),
              (["profile", str(bundles["numpy"]), "--runtime", "onnx"], "export it first"),
              (["profile"], "needs a BUNDLE"),
-             (["profile", str(bundles["onnx"]), "--n", "3"], "at least 10")]
+             (["profile", str(bundles["onnx"]), "--n", "3"], "argument --n: must be an integer >= 10")]
     for args, msg in cases:
         assert main(args) == 2
         err = capsys.readouterr().err
-        assert err.startswith("edgeseq: error:") and msg in err, err
+        assert err.startswith(("edgeseq: error:", "edgeseq profile: error:")) and msg in err, err
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_ssh_command_construction():
@@ -107,6 +108,9 @@ def test_ssh_command_construction():
     assert c["profile"][-1] == ("python3 -m edgeseq profile '/tmp/edgeseq-profile.abc/my beats.onnx' --n 100 "
                                 "--json -")
     assert "BatchMode=yes" in c["profile"] and c["cleanup"][-1] == "rm -rf /tmp/edgeseq-profile.abc"
+    # Nothing after "--" is read as an option, so a host can never smuggle one in.
+    for cmd in c.values():
+        assert cmd.index("--") < cmd.index("pi@board" if "pi@board" in cmd else cmd[-2])
 
 
 def test_ssh_profile_end_to_end_with_local_stand_ins(bundles, tmp_path):
@@ -116,8 +120,9 @@ def test_ssh_profile_end_to_end_with_local_stand_ins(bundles, tmp_path):
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
     (bin_dir / "ssh").write_text(f"""#!/bin/sh
-# ssh [-o opt]... host command
+# ssh [-o opt]... -- host command
 while [ "$1" = "-o" ]; do shift 2; done
+[ "$1" = "--" ] && shift
 shift
 echo "ssh $*" >> {log}
 exec sh -c "$*"
@@ -126,6 +131,7 @@ exec sh -c "$*"
 while [ "$1" = "-o" ]; do shift 2; done
 [ "$1" = "-q" ] && shift
 [ "$1" = "-r" ] && shift
+[ "$1" = "--" ] && shift
 echo "scp $1 $2" >> {log}
 exec cp -r "$1" "${{2#*:}}"
 """)

@@ -142,9 +142,9 @@ def load_record(data_dir, name: str, *, fs: float = 360.0, lead: str = "MLII",
     if header.fs < MIN_SAMPLE_RATE:
         raise EdgeseqError(f"record {name}: sample rate {header.fs:g} Hz in {hea} is below the "
                            f"{MIN_SAMPLE_RATE:g} Hz an ECG model needs")
-    leads = list(header.sig_name or [])
+    leads = [str(n) for n in (header.sig_name or [])]  # a cut signal line has None for its name
     if lead not in leads:
-        raise EdgeseqError(f"record {name}: lead {lead} not in {hea} (leads: {', '.join(leads)})")
+        raise EdgeseqError(f"record {name}: lead {lead} not in {hea} (leads: {', '.join(leads) or 'none'})")
     channel = leads.index(lead)
     dat = Path(data_dir) / header.file_name[channel]
     if not dat.exists():

@@ -1,9 +1,64 @@
 """What every model family shares: scikit-learn's ``get_params`` / ``set_params`` over the
-hyper-parameter names a class lists in ``_HYPER``."""
+hyper-parameter names a class lists in ``_HYPER``, each value checked against the ranges the
+family declares in ``PARAMS`` (beside its ``__init__``).
+
+Decision: a hyper-parameter is checked where it is set, whoever sets it (``--param``, ``tune``, a
+bundle's manifest), so ``units=1000000``, ``lr=NaN`` or ``rc_connectivity=0`` are one line before
+any work, never a traceback, an out-of-memory kill or a readout of NaNs that still "trains".
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..checks import Range, check_params
 from ..errors import EdgeseqError
+
+
+@dataclass(frozen=True)
+class Optional:
+    """``None`` (take the default or the ``size`` preset) or a value the inner rule accepts."""
+
+    rule: object
+
+
+@dataclass(frozen=True)
+class Each:
+    """One value, or a list of them (per input column), each accepted by ``rule``."""
+
+    rule: object
+
+
+def check_hyper(params: dict, spec: dict, family: str) -> dict:
+    """``params`` checked against ``spec`` (name -> ``Range``, tuple of allowed values, ``Optional``,
+    ``Each``, or a function returning the value or raising ``ValueError``) through
+    :func:`edgeseq.checks.check_params`; one line naming the parameter otherwise."""
+    out = {}
+    for key, value in params.items():
+        rule = spec.get(key)
+        if rule is None:
+            out.update(check_params({key: value}, spec, family))  # the unknown-name line
+            continue
+        if isinstance(rule, Optional):
+            if value is None:
+                out[key] = None
+                continue
+            rule = rule.rule
+        if isinstance(rule, Each):
+            if isinstance(value, (list, tuple)):
+                if not value:
+                    raise EdgeseqError(f"--param {key}: an empty list")
+                out[key] = [check_params({key: v}, {key: rule.rule}, family)[key] for v in value]
+                continue
+            rule = rule.rule
+        if callable(rule) and not isinstance(rule, Range):
+            try:
+                out[key] = rule(value)
+            except (ValueError, TypeError) as exc:
+                raise EdgeseqError(f"--param {key}={value!r}: {exc}") from None
+            continue
+        out.update(check_params({key: value}, {key: rule}, family))
+    return out
 
 
 class HyperParameterError(EdgeseqError, ValueError):
@@ -18,6 +73,7 @@ def _lists(v):
 class HyperParams:
     _HYPER: tuple = ()
     _NAME = "model"
+    PARAMS: dict = {}  # name -> rule (see check_hyper); every family declares one per _HYPER name
 
     def get_params(self, deep: bool = True) -> dict:
         return {k: _lists(getattr(self, k)) for k in self._HYPER}
@@ -27,6 +83,7 @@ class HyperParams:
             if k not in self._HYPER:
                 raise HyperParameterError(f"unknown {self._NAME} hyper-parameter {k!r} "
                                           f"(known: {', '.join(self._HYPER)})")
+        for k, v in check_hyper(params, self.PARAMS, self._NAME).items():
             setattr(self, k, v)
         return self
 

@@ -21,12 +21,45 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import SEED, Range
 from ..errors import EdgeseqError
-from .base import HyperParams, balanced_class_weights
+from ..finite import decide, require_finite
+from .base import Each, HyperParams, Optional, balanced_class_weights
 
 _HYPER = ("units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
           "bias_scaling", "rr_inputs", "ridge", "class_weight", "class_weight_power",
           "class_weight_cap", "seed", "dtype", "batch_size", "device")
+
+
+#: Reservoir hyper-parameter ranges shared by the beat ESN and the window ESN. ``units`` starts at
+#: 10 (reservoirpy's spectral-radius estimate needs a few) and stops at 20000: W alone is then
+#: 3 GB in float64, and a bigger one ends in an out-of-memory kill rather than a message.
+#: Connectivities are fractions > 0 (reservoirpy's initialisers cannot draw from none), ``lr`` a
+#: leak in (0, 1], ``sr`` a spectral radius a reservoir can still be stable near.
+RESERVOIR_PARAMS = {
+    "units": Range(10, 20000, integer=True),
+    "lr": Range(0, 1, lo_open=True),
+    "sr": Range(0, 10, lo_open=True),
+    "input_scaling": Each(Range(0, 100)),
+    "rc_connectivity": Range(0, 1, lo_open=True),
+    "input_connectivity": Range(0, 1, lo_open=True),
+    "bias_scaling": Range(0, 100),
+    "ridge": Range(0, 1e12, lo_open=True),  # 1e9 is a fair "shrink everything" point in a search
+    "seed": SEED,
+    "batch_size": Range(1, 1_000_000, integer=True),
+}
+
+
+def _rr_inputs(value):
+    """``[[column, ref], ...]``: columns of RR_FEATURES, finite non-negative references."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("must be a list of [column, ref] pairs")
+    out = []
+    for pair in value:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError("must be a list of [column, ref] pairs")
+        out.append([Range(0, 8, integer=True).parse(pair[0]), Range(0, 100).parse(pair[1])])
+    return out
 
 
 def reservoir_init(units: int, input_dim: int, *, lr: float, sr: float, input_scaling,
@@ -45,7 +78,14 @@ def reservoir_init(units: int, input_dim: int, *, lr: float, sr: float, input_sc
     res = Reservoir(units, lr=lr, sr=sr, input_scaling=input_scaling,
                     rc_connectivity=rc_connectivity, input_connectivity=input_connectivity,
                     bias=bias, seed=seed)
-    res.initialize(np.zeros((1, input_dim)))
+    try:
+        res.initialize(np.zeros((1, input_dim)))
+    except (ArithmeticError, ValueError, TypeError, RuntimeError) as exc:
+        # In range one by one, but together too sparse for the spectral radius (no connection
+        # drawn at all, or too few units for ARPACK): say which knobs, not scipy's internals.
+        raise EdgeseqError(f"cannot draw a reservoir of {units} units with rc_connectivity={rc_connectivity:g}, "
+                           f"input_connectivity={input_connectivity:g}: raise units or the connectivities "
+                           f"({type(exc).__name__})") from None
     W = res.W.toarray() if hasattr(res.W, "toarray") else np.asarray(res.W)
     Win = res.Win.toarray() if hasattr(res.Win, "toarray") else np.asarray(res.Win)
     b = np.broadcast_to(np.asarray(res.bias.toarray() if hasattr(res.bias, "toarray") else res.bias,
@@ -143,6 +183,9 @@ class ESNClassifier(HyperParams):
     """
 
     _HYPER, _NAME = _HYPER, "ESN"
+    PARAMS = {**RESERVOIR_PARAMS, "rr_inputs": _rr_inputs, "class_weight": ("balanced", None),
+              "class_weight_power": Range(0, 10), "class_weight_cap": Optional(Range(0, 1e6, lo_open=True)),
+              "dtype": ("float32", "float64"), "device": ("cpu", "cuda", "auto")}
 
     def __init__(self, units: int = 300, lr: float = 0.3, sr: float = 0.9,
                  input_scaling=(1.0, 0.5, 0.5, 0.5, 0.1), rc_connectivity: float = 0.1,
@@ -213,33 +256,44 @@ class ESNClassifier(HyperParams):
         """Ridge readout on precomputed reservoir features plus the per-beat features."""
         y = np.asarray(y, dtype=np.int64)
         n_classes = int(n_classes if n_classes is not None else y.max() + 1)
-        X = self._design(features, rr).astype(np.float64)
-        mu = X.mean(axis=0)
-        sd = X.std(axis=0)
-        sd[sd < 1e-8] = 1.0
-        Z = (X - mu) / sd
+        require_finite(features, "ESN reservoir states (lower sr or input_scaling, or check the data)")
+        X = require_finite(self._design(features, rr).astype(np.float64), "ESN readout inputs")
+        with np.errstate(all="ignore"):  # an overflow is refused just below, not warned about on stderr
+            mu = X.mean(axis=0)
+            sd = X.std(axis=0)
+            sd[sd < 1e-8] = 1.0
+            Z = (X - mu) / sd
+        require_finite(Z, "standardised ESN readout inputs (values too large; check the data)")
         counts = np.bincount(y, minlength=n_classes).astype(np.float64)
         w = self._class_weights(counts)[y]
         Y = np.full((len(y), n_classes), -1.0)
         Y[np.arange(len(y)), y] = 1.0
         Zb = np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
         Zw = Zb * w[:, None]
-        A = Zb.T @ Zw
-        reg = np.full(A.shape[0], self.ridge * w.sum())
-        reg[-1] = 0.0  # the intercept is not shrunk
-        A[np.diag_indices_from(A)] += reg
-        beta = np.linalg.solve(A, Zw.T @ Y)
+        # Overflow (a score of 1e308) is not warned about here: the weights are checked below.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            A = Zb.T @ Zw
+            reg = np.full(A.shape[0], self.ridge * w.sum())
+            reg[-1] = 0.0  # the intercept is not shrunk
+            A[np.diag_indices_from(A)] += reg
+            try:
+                beta = np.linalg.solve(A, Zw.T @ Y)
+            except np.linalg.LinAlgError:  # a singular system from degenerate data is the data's problem
+                raise EdgeseqError("ESN readout: the training features are degenerate (constant or "
+                                   "overflowing); check the data") from None
         # Fold the standardisation into the weights so inference is one affine map.
         coef = beta[:-1] / sd[:, None]
-        self.Wout_ = coef
-        self.bout_ = beta[-1] - mu @ coef
+        # Checked before it is kept: a NaN readout would otherwise "train" and label every beat N.
+        self.Wout_ = require_finite(coef, "fitted ESN readout weights (check the data and ridge)")
+        self.bout_ = require_finite(beta[-1] - mu @ coef, "fitted ESN readout bias")
         self.classes_ = np.arange(n_classes)
         self.class_counts_ = counts.astype(np.int64)
         return self
 
     def fit(self, windows: np.ndarray, rr: np.ndarray, y: np.ndarray, n_classes: int | None = None,
             progress=None) -> "ESNClassifier":
-        windows = np.asarray(windows)
+        windows = require_finite(windows, "training beat windows")
+        require_finite(rr, "training RR features")
         self.init_reservoir(1 if windows.ndim == 2 else windows.shape[2])
         return self.fit_readout(self.reservoir_features(windows, progress, rr=rr), rr, y, n_classes)
 
@@ -256,7 +310,8 @@ class ESNClassifier(HyperParams):
         return self.decision_function_from_features(self.reservoir_features(windows, progress, rr=rr), rr)
 
     def predict(self, windows: np.ndarray, rr: np.ndarray, progress=None) -> np.ndarray:
-        return np.argmax(self.decision_function(windows, rr, progress), axis=1)
+        """Class index per beat; ``finite.UNLABELLED`` (-1) where the logits are not finite."""
+        return decide(self.decision_function(windows, rr, progress))[0]
 
     # -- bundle I/O ---------------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EdgeseqError
+from ..finite import decide, require_finite
 from .base import HyperParams
-from .esn import batched_states, reservoir_init
+from .esn import RESERVOIR_PARAMS, batched_states, reservoir_init
 
 _HYPER = ("objective", "units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
           "bias_scaling", "ridge", "seed", "batch_size")
@@ -28,6 +29,7 @@ class ESNWindowModel(HyperParams):
     attributes end in ``_``."""
 
     _HYPER, _NAME = _HYPER, "ESN"
+    PARAMS = {**RESERVOIR_PARAMS, "objective": ("regression", "classification")}
 
     def __init__(self, objective: str = "regression", units: int = 300, lr: float = 0.1, sr: float = 0.9,
                  input_scaling=2.0, rc_connectivity: float = 0.1, input_connectivity: float = 1.0,
@@ -62,7 +64,9 @@ class ESNWindowModel(HyperParams):
         return mean
 
     def fit_readout(self, features: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> "ESNWindowModel":
-        F = np.asarray(features, dtype=np.float64)
+        F = require_finite(np.asarray(features, dtype=np.float64),
+                           "ESN reservoir states (lower sr or input_scaling, or check the data)")
+        require_finite(np.asarray(y, dtype=np.float64), "training targets")
         if self.objective == "classification":
             y = np.asarray(y, dtype=np.int64)
             k = int(n_classes or y.max() + 1)
@@ -71,20 +75,29 @@ class ESNWindowModel(HyperParams):
             self.classes_ = np.arange(k)
         else:
             Y = np.asarray(y, dtype=np.float64).reshape(len(F), -1)
-        mu, sd = F.mean(axis=0), F.std(axis=0)
-        sd[sd < 1e-8] = 1.0
-        Z = np.concatenate([(F - mu) / sd, np.ones((len(F), 1))], axis=1)
-        A = Z.T @ Z
-        reg = np.full(A.shape[0], self.ridge * len(F))
-        reg[-1] = 0.0  # the intercept is not shrunk
-        A[np.diag_indices_from(A)] += reg
-        beta = np.linalg.solve(A, Z.T @ Y)
-        self.Wout_ = beta[:-1] / sd[:, None]  # standardisation folded in: one affine map
-        self.bout_ = beta[-1] - mu @ self.Wout_
+        with np.errstate(all="ignore"):  # an overflow is refused just below, not warned about on stderr
+            mu, sd = F.mean(axis=0), F.std(axis=0)
+            sd[sd < 1e-8] = 1.0
+            Z = np.concatenate([(F - mu) / sd, np.ones((len(F), 1))], axis=1)
+        require_finite(Z, "standardised ESN readout inputs (values too large; check the data)")
+        # Overflow (a score of 1e308) is not warned about here: the weights are checked below.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            A = Z.T @ Z
+            reg = np.full(A.shape[0], self.ridge * len(F))
+            reg[-1] = 0.0  # the intercept is not shrunk
+            A[np.diag_indices_from(A)] += reg
+            try:
+                beta = np.linalg.solve(A, Z.T @ Y)
+            except np.linalg.LinAlgError:  # a singular system from degenerate data is the data's problem
+                raise EdgeseqError("ESN readout: the training features are degenerate (constant or "
+                                   "overflowing); check the data") from None
+        # Standardisation folded in (one affine map); checked, so NaN weights are never kept.
+        self.Wout_ = require_finite(beta[:-1] / sd[:, None], "fitted ESN readout weights (check the data)")
+        self.bout_ = require_finite(beta[-1] - mu @ self.Wout_, "fitted ESN readout bias (check the data)")
         return self
 
     def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None, progress=None) -> "ESNWindowModel":
-        X = np.asarray(X)
+        X = require_finite(X, "training windows")
         if X.ndim != 3:
             raise EdgeseqError(f"windows must have shape (B, T, D), got {X.shape}")
         self.init_reservoir(X.shape[2])
@@ -98,7 +111,7 @@ class ESNWindowModel(HyperParams):
 
     def predict(self, X: np.ndarray, progress=None) -> np.ndarray:
         z = self.decision_function(X, progress)
-        return np.argmax(z, axis=1) if self.objective == "classification" else z[:, 0]
+        return decide(z)[0] if self.objective == "classification" else z[:, 0]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """In the sequence-model layout (per-unit ``lr``, readout on the state), so the sequence

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import Range
 from ..errors import EdgeseqError
-from .neural import TRAIN_HYPER, NeuralSequenceModel
+from .base import Optional
+from .neural import TRAIN_HYPER, TRAIN_PARAMS, NeuralSequenceModel
 
 
 def sigmoid(x):
@@ -39,6 +41,8 @@ class LSTMModel(NeuralSequenceModel):
 
     _NAME, KIND = "LSTM", "lstm"
     _HYPER = ("hidden", "layers") + TRAIN_HYPER
+    PARAMS = {"hidden": Optional(Range(1, 4096, integer=True)), "layers": Optional(Range(1, 16, integer=True)),
+              **TRAIN_PARAMS}
     PRESETS = {"small": {"hidden": 32, "layers": 1, "head": 32, "epochs": 12},
                "full": {"hidden": 128, "layers": 2, "head": 128, "epochs": 30}}
 

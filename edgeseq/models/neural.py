@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import SEED, Range
 from ..errors import EdgeseqError
-from .base import HyperParams, balanced_class_weights
+from ..finite import decide, require_finite
+from .base import HyperParams, Optional, balanced_class_weights
 
 SIDE_CLIP = 4.0
 OBJECTIVES = ("classification", "regression")
@@ -31,6 +33,17 @@ OBJECTIVES = ("classification", "regression")
 #: Training hyper-parameters every neural family takes (the core's own come first in ``_HYPER``).
 TRAIN_HYPER = ("objective", "size", "head", "epochs", "batch_size", "learning_rate", "weight_decay",
                "class_weight", "class_weight_power", "class_weight_cap", "device", "amp", "seed", "threads")
+
+
+#: Ranges of the training hyper-parameters (``None``: the ``size`` preset's value).
+TRAIN_PARAMS = {
+    "objective": OBJECTIVES, "size": ("small", "full"), "head": Optional(Range(1, 4096, integer=True)),
+    "epochs": Optional(Range(1, 100_000, integer=True)), "batch_size": Range(1, 1_000_000, integer=True),
+    "learning_rate": Range(0, 10, lo_open=True), "weight_decay": Range(0, 10),
+    "class_weight": ("balanced", None), "class_weight_power": Range(0, 10),
+    "class_weight_cap": Optional(Range(0, 1e6, lo_open=True)), "device": ("cpu", "cuda", "auto"),
+    "amp": (True, False), "seed": SEED, "threads": Optional(Range(1, 256, integer=True)),
+}
 
 
 def relu(x):
@@ -83,8 +96,13 @@ class NeuralSequenceModel(HyperParams):
 
         if y is None:
             raise EdgeseqError(f"{self._NAME}.fit needs targets y")
-        return fit_model(self, self._as3d(windows), None if side is None else np.asarray(side, np.float32),
-                         np.asarray(y), n_classes, progress)
+        windows = require_finite(self._as3d(windows), "training windows")
+        side = None if side is None else require_finite(np.asarray(side, np.float32), "training side features")
+        y = require_finite(np.asarray(y), "training targets")
+        fit_model(self, windows, side, y, n_classes, progress)
+        for name, a in self.to_arrays().items():  # a diverged fit must not become a bundle
+            require_finite(a, f"{self._NAME} weights {name} after training (lower learning_rate)")
+        return self
 
     def class_weights(self, counts: np.ndarray) -> np.ndarray:
         return balanced_class_weights(counts, self.class_weight, self.class_weight_power, self.class_weight_cap)
@@ -149,7 +167,7 @@ class NeuralSequenceModel(HyperParams):
 
     def predict(self, windows, side=None, progress=None) -> np.ndarray:
         z = self.decision_function(windows, side)
-        return np.argmax(z, axis=1) if self.objective == "classification" else z[:, 0]
+        return decide(z)[0] if self.objective == "classification" else z[:, 0]
 
     # -- bundle I/O ---------------------------------------------------------------------------
     COMMON_ARRAYS = ("in_scale", "side_center", "side_scale", "head_W1", "head_b1", "head_W2", "head_b2")

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import Range
 from ..errors import EdgeseqError
-from .neural import TRAIN_HYPER, NeuralSequenceModel, relu
+from .base import Optional
+from .neural import TRAIN_HYPER, TRAIN_PARAMS, NeuralSequenceModel, relu
 
 
 class TCNModel(NeuralSequenceModel):
@@ -29,6 +31,8 @@ class TCNModel(NeuralSequenceModel):
 
     _NAME, KIND = "TCN", "tcn"
     _HYPER = ("channels", "blocks", "kernel") + TRAIN_HYPER
+    PARAMS = {"channels": Optional(Range(1, 4096, integer=True)), "blocks": Optional(Range(1, 32, integer=True)),
+              "kernel": Optional(Range(1, 64, integer=True)), **TRAIN_PARAMS}
     PRESETS = {"small": {"channels": 24, "blocks": 6, "kernel": 3, "head": 32, "epochs": 12},
                "full": {"channels": 64, "blocks": 8, "kernel": 3, "head": 128, "epochs": 30}}
 

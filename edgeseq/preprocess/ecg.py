@@ -18,6 +18,28 @@ import numpy as np
 from ..errors import EdgeseqError
 from .filters import sosfilt
 
+#: A lost (filled) stretch this close to an R peak may have held its upslope or its top; the
+#: detector then puts the peak up to tens of samples off, so the RR intervals that end at it are
+#: as uncertain as a window with lost samples. 0.15 s spans the QRS complex either side.
+PEAK_GAP_MARGIN_S = 0.15
+
+
+def peaks_near_gap(filled, r_samples, margin: int) -> np.ndarray:
+    """Per R peak, whether a filled sample lies within ``margin`` samples of it.
+
+    The one rule for scoring beats around lost samples: a beat is unscored when its window
+    touches a filled sample, or when one of its RR intervals does -- spans one, or ends at a
+    peak this close to one (its position is then a guess). :meth:`EcgPreprocessing.beats` applies
+    it offline (``filled=``); :class:`~edgeseq.preprocess.stream.EcgBeatStream` per peak.
+    """
+    f = np.asarray(filled, dtype=bool)
+    r = np.asarray(r_samples, dtype=np.int64)
+    c = np.concatenate([[0], np.cumsum(f)])
+    lo = np.clip(r - int(margin), 0, len(f))
+    hi = np.clip(r + int(margin) + 1, 0, len(f))
+    return c[hi] - c[lo] > 0
+
+
 #: Names of the per-beat context features (the ``rr`` array), in column order.
 RR_FEATURES = ("pre_rr", "post_rr", "local_rr", "pre_rr_norm", "post_rr_norm", "local_rr_norm",
                "rr_irregularity", "template_corr", "template_log_gain")
@@ -59,6 +81,11 @@ class EcgPreprocessing:
     @property
     def post(self) -> int:
         return int(round(self.post_s * self.sample_rate))
+
+    @property
+    def gap_margin(self) -> int:
+        """:data:`PEAK_GAP_MARGIN_S` in samples."""
+        return int(round(PEAK_GAP_MARGIN_S * self.sample_rate))
 
     @property
     def window_length(self) -> int:
@@ -160,12 +187,32 @@ class EcgPreprocessing:
         out[:, 1] = 0.5 * np.log((aa + 1e-12) / (bb + 1e-12))
         return out.astype(np.float32)
 
-    def beats(self, signal: np.ndarray, r_samples: np.ndarray, *, filtered: bool = False):
+    def touches_gap(self, filled, r_samples) -> np.ndarray:
+        """Per R peak: its window, or an RR interval from its previous or to its next peak,
+        touches a filled sample (see :func:`peaks_near_gap`)."""
+        f = np.asarray(filled, dtype=bool)
+        r = np.asarray(r_samples, dtype=np.int64)
+        if len(r) == 0:
+            return np.zeros(0, dtype=bool)
+        c = np.concatenate([[0], np.cumsum(f)])
+        span = lambda a, b: c[np.clip(b + 1, 0, len(f))] - c[np.clip(a, 0, len(f))] > 0  # noqa: E731
+        offsets = np.arange(-self.pre, self.post, self.decimate)
+        window = span(r - self.pre, r + offsets[-1])
+        near = peaks_near_gap(f, r, self.gap_margin)
+        interval = span(r[:-1], r[1:]) | near[:-1] | near[1:]  # interval j: r[j] -> r[j + 1]
+        bad = window.copy()
+        bad[1:] |= interval  # the interval before each beat
+        bad[:-1] |= interval  # and the one after
+        return bad
+
+    def beats(self, signal: np.ndarray, r_samples: np.ndarray, *, filtered: bool = False, filled=None):
         """Model inputs for every usable beat of one signal.
 
         Returns ``(windows, rr, index)`` where ``rr`` holds the :data:`RR_FEATURES` columns and
         ``index`` the positions in ``r_samples`` of the beats kept (those whose window fits in
-        the signal and that have both neighbours).
+        the signal and that have both neighbours). ``filled`` (a mask over ``signal`` of samples
+        that were lost and interpolated) also leaves out every beat whose window or RR
+        intervals touch a filled sample (:func:`peaks_near_gap`): counted, never classified.
         """
         x = np.asarray(signal, dtype=np.float64)
         if x.ndim != 1:
@@ -181,6 +228,8 @@ class EcgPreprocessing:
         all_windows, ok_win = self.windows(y, r)
         shape = self.template_features(all_windows)  # templates from every beat that fits
         keep = ok_rr & ok_win
+        if filled is not None:
+            keep &= ~self.touches_gap(filled, r)
         index = np.flatnonzero(keep)
         rr_rows = np.cumsum(ok_rr) - 1  # row of each beat in ``feats``
         win_rows = np.cumsum(ok_win) - 1

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EdgeseqError
-from .ecg import RR_FEATURES, EcgPreprocessing
+from .ecg import RR_FEATURES, EcgPreprocessing, peaks_near_gap
 from .filters import SOSFilter
 from .qrs import QRSDetector
 
@@ -58,7 +58,7 @@ class _Peak:
     def __init__(self, r: int, cfill: int, filled_at: bool):
         self.r = r
         self.cfill = cfill  # filled samples in the segment up to and including r
-        self.filled_at = filled_at  # is r itself a filled sample
+        self.filled_at = filled_at  # a filled sample near r: its position, so its RR intervals, uncertain
         self.pre = self.post = None  # intervals in seconds
         self.pre_clean = self.post_clean = True
         self.feats = None  # the 7 interval features (float64)
@@ -330,13 +330,13 @@ class EcgBeatStream:
         self.beats_detected += 1
         i = self._pos(r)
         cfill = self._fill_before + int(np.count_nonzero(self._mbuf[:i + 1]))
-        p = _Peak(r, cfill, bool(self._mbuf[i]))
+        p = _Peak(r, cfill, peaks_near_gap(self._mbuf[:self._len], [i], self.prep.gap_margin)[0])
         if r - self._pre < self._origin:
             p.win_state = "nofit"
         prev = self._last
         if prev is not None:
             v = (r - prev.r) / self.fs
-            clean = cfill - prev.cfill + int(prev.filled_at) == 0
+            clean = cfill - prev.cfill + int(prev.filled_at) + int(p.filled_at) == 0
             if prev.pre is not None:
                 prev.feats = self._rr_features(prev.pre, v)
             prev.post, prev.post_clean = v, clean

@@ -18,18 +18,31 @@ from ..errors import EdgeseqError
 SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
 
 
+def check_host(host: str) -> str:
+    """``host`` when it can only be read as ``[user@]host``: not empty, no leading ``-``, no
+    whitespace or control characters."""
+    if not host or host.startswith("-") or any(c.isspace() or not c.isprintable() for c in host):
+        raise EdgeseqError(f"--ssh: {host!r} is not a USER@HOST (a host may not start with '-' or hold spaces)")
+    return host
+
+
 def commands(host: str, bundle, remote_dir: str, profile_args: list[str], *, ssh: str = "ssh", scp: str = "scp",
              python: str = "python3") -> dict:
-    """The commands, as argument lists (no local shell); the remote side gets one quoted line."""
+    """The commands, as argument lists (no local shell); the remote side gets one quoted line.
+
+    ``--`` ends the options of ssh and scp before the destination, and a host starting with ``-``
+    is refused outright: ``--ssh=-oProxyCommand=...`` would otherwise be an ssh option that runs
+    a local command, not a host name."""
+    check_host(host)
     name = Path(bundle).name
     remote_bundle = f"{remote_dir}/{name}"
     line = " ".join(shlex.quote(a) for a in [python, "-m", "edgeseq", "profile", remote_bundle, *profile_args,
                                                "--json", "-"])
     return {
-        "mkdir": [ssh, *SSH_OPTS, host, "mktemp -d /tmp/edgeseq-profile.XXXXXX"],
-        "copy": [scp, *SSH_OPTS, "-q", "-r", str(bundle), f"{host}:{remote_dir}/"],
-        "profile": [ssh, *SSH_OPTS, host, line],
-        "cleanup": [ssh, *SSH_OPTS, host, f"rm -rf {shlex.quote(remote_dir)}"],
+        "mkdir": [ssh, *SSH_OPTS, "--", host, "mktemp -d /tmp/edgeseq-profile.XXXXXX"],
+        "copy": [scp, *SSH_OPTS, "-q", "-r", "--", str(bundle), f"{host}:{remote_dir}/"],
+        "profile": [ssh, *SSH_OPTS, "--", host, line],
+        "cleanup": [ssh, *SSH_OPTS, "--", host, f"rm -rf {shlex.quote(remote_dir)}"],
     }
 
 
@@ -48,6 +61,7 @@ def _run(cmd: list[str], what: str, host: str, timeout: float) -> str:
 
 def profile_remote(host: str, bundle, profile_args: list[str], *, ssh: str = "ssh", scp: str = "scp",
                    python: str = "python3", timeout: float = 600.0) -> dict:
+    check_host(host)
     if not Path(bundle).is_dir():
         raise EdgeseqError(f"bundle {bundle} not found")
     remote_dir = _run(commands(host, bundle, "", [], ssh=ssh)["mkdir"], "creating a directory", host, 60).strip()

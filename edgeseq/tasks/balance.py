@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bundle import load_bundle, write_bundle
+from ..bundle import check_bundle_target, load_bundle, write_bundle
 from ..errors import EdgeseqError
+from ..finite import decide, require_finite
 from ..preprocess.balance import SWAY_FEATURES, BalancePreprocessing
 from ..progress import Progress
 
@@ -108,6 +109,7 @@ def _per_trial(values: np.ndarray, trial: np.ndarray, n: int) -> np.ndarray:
 
 def train(data_dir, *, target: str, out, model: str = "esn", seed: int = 0, params: dict | None = None,
           progress: bool = True, size: str | None = None, device: str | None = None):
+    check_bundle_target(out)  # before the work: a refused --out must not cost a training run
     est = _model(target, seed, params, model, size=size, device=device)
     prep = BalancePreprocessing()
     ws = load_windows(data_dir, prep, target, progress=progress)
@@ -248,18 +250,22 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
     if classify:
         from ..metrics import confusion
 
-        pe, pb = np.argmax(esn_t, axis=1), np.argmax(base_t, axis=1)
+        # finite.decide: a trial whose outputs are not finite is unlabelled (wrong, and counted),
+        # never argmax(NaN) = class 0.
+        pe, pb = decide(esn_t)[0], decide(base_t)[0]
         rep.update({"labels": ws.labels, "accuracy": float(np.mean(pe == ws.y)),
-                    "confusion": confusion(ws.y, pe, k).tolist(),
-                    "window": {"accuracy": float(np.mean(np.argmax(esn_w, axis=1) == yw))},
+                    "confusion": confusion(ws.y[pe >= 0], pe[pe >= 0], k).tolist(),
+                    "unlabelled": int((pe < 0).sum()),
+                    "window": {"accuracy": float(np.mean(decide(esn_w)[0] == yw))},
                     "baseline": {"model": "logistic regression on log sway features " + ",".join(SWAY_FEATURES),
                                  "accuracy": float(np.mean(pb == ws.y)),
-                                 "confusion": confusion(ws.y, pb, k).tolist(),
-                                 "window": {"accuracy": float(np.mean(np.argmax(base_w, axis=1) == yw))}}})
+                                 "confusion": confusion(ws.y[pb >= 0], pb[pb >= 0], k).tolist(),
+                                 "window": {"accuracy": float(np.mean(decide(base_w)[0] == yw))}}})
     else:
         lo, hi = _score_range(target, ws.y)
         span = hi - lo
         pe, pb = esn_t[:, 0], base_t[:, 0]
+        require_finite(pe, f"{model} scores predicted for the held-out subjects (check the data)")
 
         def mae(p, t):
             return float(np.mean(np.abs(p - t)))

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bundle import load_bundle, write_bundle
+from ..bundle import check_bundle_target, load_bundle, write_bundle
 from ..data.mitdb import AAMI_CLASSES, DS1, DS2, PACED, list_records, load_record, select_records
 from ..errors import EdgeseqError
+from ..finite import decide
 from ..metrics import bootstrap_ci, confusion, extended, fold_summary, per_record, report
 from ..models import model_class
 from ..preprocess.ecg import RR_FEATURES, EcgPreprocessing
@@ -98,13 +99,14 @@ def train(data_dir, records=None, *, out, model: str = "esn", seed: int = 0, par
           size: str | None = None, device: str | None = None) -> dict:
     """Fit a model on the annotated beats of ``records`` and write a bundle to ``out``."""
     t0 = time.perf_counter()
+    check_bundle_target(out)  # before the work: a refused --out must not cost a training run
+    est = _build_model(model, seed, params, size=size, device=device)  # bad --param: before reading too
     prep = prep or EcgPreprocessing()
     names = select_records(data_dir, records, include_paced=include_paced)
     beats = load_beats(data_dir, names, prep, progress=progress)
     if len(beats.labels) == 0:
         raise EdgeseqError(f"no usable beats in records {', '.join(names)} of {data_dir}")
     t_load = time.perf_counter() - t0
-    est = _build_model(model, seed, params, size=size, device=device)
     est.fit(beats.windows, beats.rr, beats.labels, n_classes=N_CLASSES,
             progress=_fit_progress(est, model, len(beats.labels), progress))
     seconds = time.perf_counter() - t0
@@ -142,7 +144,8 @@ def load_predictor(bundle_path):
     from ..runtime import load
 
     model = load(bundle_path, task=TASK)
-    return bundle, prep, lambda w, f: model.classify(np.asarray(w, np.float32), np.asarray(f, np.float32))
+    # finite.decide, not the runtime's argmax: a NaN logit is an unlabelled beat, never "N".
+    return bundle, prep, lambda w, f: decide(model.logits(np.asarray(w, np.float32), np.asarray(f, np.float32)))[0]
 
 
 def _default_eval_records(data_dir, trained: list[str]) -> tuple[list[str], bool]:
@@ -163,7 +166,11 @@ def _outside(samples: np.ndarray, episodes) -> np.ndarray:
 def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", include_paced: bool = False,
              progress: bool = True) -> dict:
     """Score a bundle on records. ``beats="detected"`` finds the beats with the streaming detector
-    stored in the bundle; missed reference beats and false detections count as errors."""
+    stored in the bundle; missed reference beats and false detections count as errors.
+
+    A beat whose model output is not finite is left unlabelled (``finite.decide``): counted in
+    ``unlabelled`` and as missed, never as a class. ``n_scored`` says how many beats the matrix
+    holds; with none (a flat record, a dead detector) ``accuracy`` is None, not a ratio over nothing."""
     if beats not in ("reference", "detected"):
         raise EdgeseqError(f"--beats must be 'reference' or 'detected', not {beats!r}")
     bundle, prep, predict = load_predictor(bundle_path)
@@ -175,13 +182,18 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
         names, seen = _default_eval_records(data_dir, trained)
     by_record = {}  # record -> extended confusion (misses and false detections inside)
     det_tp = det_fn = det_fp = 0
+    unlabelled = 0  # beats whose logits were not finite: missed, never a class (finite.decide)
     detection = {}
     show = Progress(f"evaluating ({beats} beats)", len(names), enabled=progress)
     for i, name in enumerate(names):
         rec = load_record(data_dir, name, fs=prep.sample_rate, lead=prep.lead)
         if beats == "reference":
             w, f, idx = prep.beats(rec.signal, rec.beat_samples)
-            by_record[name] = extended(confusion(rec.beat_labels[idx], predict(w, f), N_CLASSES))
+            pred, lab = predict(w, f), rec.beat_labels[idx]
+            got = pred >= 0
+            unlabelled += int((~got).sum())
+            by_record[name] = extended(confusion(lab[got], pred[got], N_CLASSES),
+                                       np.bincount(lab[~got], minlength=N_CLASSES))
         else:
             detector = QRSDetector.from_config(bundle.manifest["detector"])
             peaks = np.concatenate([detector.process(rec.signal), detector.flush()]).astype(np.int64)
@@ -189,6 +201,7 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
             pred = np.full(len(peaks), -1, np.int64)
             if len(idx):
                 pred[idx] = predict(w, f)
+                unlabelled += int((pred[idx] < 0).sum())
             ref_ok = _outside(rec.beat_samples, rec.vf_episodes)
             det_ok = _outside(peaks, rec.vf_episodes)
             ref, ref_lab = rec.beat_samples[ref_ok], rec.beat_labels[ref_ok]
@@ -207,11 +220,15 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
     # The pooled figures are the sum of the per-record matrices, so the two can never disagree.
     pooled = sum(by_record.values(), np.zeros((N_CLASSES + 1, N_CLASSES + 1), np.int64))
     nc = N_CLASSES
-    out = {"task": TASK, **report(pooled[:nc, :nc], AAMI_CLASSES,
-                                  missed=pooled[:nc, nc] if beats == "detected" else None,
+    out = {"task": TASK, **report(pooled[:nc, :nc], AAMI_CLASSES, missed=pooled[:nc, nc],
                                   false_detections=pooled[nc, :nc] if beats == "detected" else None)}
+    out["n_scored"] = int(pooled[:nc, :nc].sum())
+    out["unlabelled"] = unlabelled
+    if out["n_scored"] == 0:  # a flat record, a dead detector: no accuracy over nothing
+        out["accuracy"] = None
     if beats == "detected":
-        out["detection"] = {"se": det_tp / max(det_tp + det_fn, 1), "ppv": det_tp / max(det_tp + det_fp, 1),
+        out["detection"] = {"se": det_tp / (det_tp + det_fn) if det_tp + det_fn else None,
+                            "ppv": det_tp / (det_tp + det_fp) if det_tp + det_fp else None,
                             "n_reference": det_tp + det_fn, "n_detected": det_tp + det_fp,
                             "window_s": 0.150, "excluded": "ventricular flutter episodes ([ ... ])"}
     runtime = bundle.manifest.get("runtime")
@@ -222,6 +239,22 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
     out["per_record"] = per_record(by_record, AAMI_CLASSES)
     for name, d in detection.items():
         out["per_record"][name]["detection"] = d
+    return out
+
+
+def _scored(y_true, pred) -> np.ndarray:
+    """Extended confusion (see :mod:`edgeseq.metrics`) of ``pred`` against ``y_true``: a beat that
+    ``finite.decide`` left unlabelled (index < 0) is in the "no beat" column, an error against Se
+    of its class, never a class of its own."""
+    y_true, pred = np.asarray(y_true, np.int64), np.asarray(pred, np.int64)
+    got = pred >= 0
+    return extended(confusion(y_true[got], pred[got], N_CLASSES), np.bincount(y_true[~got], minlength=N_CLASSES))
+
+
+def _report(ext: np.ndarray) -> dict:
+    nc = N_CLASSES
+    out = report(ext[:nc, :nc], AAMI_CLASSES, missed=ext[:nc, nc])
+    out["unlabelled"] = int(ext[:nc, nc].sum())
     return out
 
 
@@ -258,6 +291,10 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
         raise EdgeseqError("cross-validation needs at least two records")
     beats = load_beats(data_dir, names, prep, progress=progress)
     sizes = np.bincount(beats.record_index, minlength=len(names))
+    empty = [r for r, n in zip(names, sizes) if n == 0]
+    if empty:  # its fold would be scored over nothing, and its own figures would be empty
+        raise EdgeseqError(f"record(s) {', '.join(empty)} of {data_dir} have no usable beats; "
+                           "leave them out of --records")
     groups = record_folds(names, sizes, folds or len(names), seed)
     est = _build_model(model, seed, params, size=size, device=device)
     shared = hasattr(est, "reservoir_features")
@@ -265,7 +302,7 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
         est.init_reservoir(1)
         feats = est.reservoir_features(beats.windows, rr=beats.rr, progress=Progress(
             "reservoir states", len(beats.labels), enabled=progress))
-    conf = np.zeros((N_CLASSES, N_CLASSES), np.int64)
+    conf = np.zeros((N_CLASSES + 1, N_CLASSES + 1), np.int64)
     per_fold, fit_seconds = [], []
     by_record, fold_of = {}, {}
     show = Progress("folds", len(groups), enabled=progress)
@@ -274,27 +311,27 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
         train_ = ~test
         if shared:
             est.fit_readout(feats[train_], beats.rr[train_], beats.labels[train_], N_CLASSES)
-            pred = np.argmax(est.decision_function_from_features(feats[test], beats.rr[test]), axis=1)
+            pred = decide(est.decision_function_from_features(feats[test], beats.rr[test]))[0]
         else:
             t_fit = time.perf_counter()
             est.fit(beats.windows[train_], beats.rr[train_], beats.labels[train_], n_classes=N_CLASSES,
                     progress=_fit_progress(est, f"fold {k + 1}/{len(groups)}", int(train_.sum()), progress))
             fit_seconds.append(time.perf_counter() - t_fit)
             pred = est.predict(beats.windows[test], beats.rr[test])
-        c = confusion(beats.labels[test], pred, N_CLASSES)
+        c = _scored(beats.labels[test], pred)
         conf += c
         rec_test = beats.record_index[test]
         for r in group:  # each test record's own matrix: the unit of the bootstrap
             own = rec_test == names.index(r)
-            by_record[r] = confusion(beats.labels[test][own], pred[own], N_CLASSES)
+            by_record[r] = _scored(beats.labels[test][own], pred[own])
             fold_of[r] = k
-        per_fold.append({"fold": k, "records": group, **report(c, AAMI_CLASSES)})
+        per_fold.append({"fold": k, "records": group, **_report(c)})
         if not shared:
             per_fold[-1]["seconds_fit"] = round(fit_seconds[-1], 2)
         show(k + 1)
         if on_fold is not None:
             on_fold(k, len(groups), per_fold[-1])
-    out = {"task": TASK, **report(conf, AAMI_CLASSES), "folds": per_fold, "n_folds": len(groups),
+    out = {"task": TASK, **_report(conf), "folds": per_fold, "n_folds": len(groups),
            "grouping": "record", "model": _model_section(model, est, prep),
            "data": str(data_dir), "records": names, "seconds": round(time.perf_counter() - t0, 2)}
     by_record = {r: by_record[r] for r in names}

@@ -5,15 +5,16 @@ ran the trials and however many runs the study took.
 The plots are drawn here rather than with ``optuna.visualization.matplotlib``: that module is
 experimental (a warning per call) and draws pruned trials at their last fold's score, which
 reads as a result; here a pruned trial is drawn at its bound, the most it could have reached.
+All three are written through :mod:`edgeseq.outputs` (atomic, one line on a bad path).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import optuna
 
+from ..outputs import save_figure, write_json
 from .search import Settings, best_of
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
@@ -58,9 +59,10 @@ def history_png(study, path: Path, metric: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def importances(study) -> tuple[dict | None, str | None]:
@@ -92,9 +94,10 @@ def importances_png(imp: dict | None, note: str | None, path: Path, metric: str)
         ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=10)
     ax.set_title("hyper-parameter importances", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def best_json(study, settings: Settings, seconds: float, note: str | None, imp: dict | None) -> dict:
@@ -128,7 +131,7 @@ def write_outputs(study, settings: Settings, seconds: float) -> dict:
     out = Path(settings.out)
     imp, note = importances(study)
     best = best_json(study, settings, seconds, note, imp)
-    (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
+    write_json(out / "best.json", best, "best.json")
     history_png(study, out / "history.png", settings.metric)
     importances_png(imp, note, out / "importances.png", settings.metric)
     return best
