@@ -28,11 +28,14 @@ class Range:
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a finite number"
+        def num(v):  # 4294967295, not 4.29497e+09: the bound a user must type
+            return str(int(v)) if self.integer or float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
         parts = []
         if self.lo is not None:
-            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+            parts.append(f"{'>' if self.lo_open else '>='} {num(self.lo)}")
         if self.hi is not None:
-            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+            parts.append(f"{'<' if self.hi_open else '<='} {num(self.hi)}")
         return kind + (" " + " and ".join(parts) if parts else "")
 
     def parse(self, value):
@@ -110,5 +113,6 @@ class Parser(argparse.ArgumentParser):
     would print the whole usage first, burying the one line that says what is wrong)."""
 
     def error(self, message: str):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        # "edgeseq: error: ...", like errors found after parsing: one prefix for scripts to match.
+        print(f"{self.prog.split()[0]}: error: {message}", file=sys.stderr)
         raise SystemExit(2)

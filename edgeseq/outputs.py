@@ -32,7 +32,7 @@ def _reason(exc: OSError) -> str:
 
 def check_target(path, what: str = "output") -> Path:
     """``path`` resolved, when a file can be written there: its directory exists or can be made,
-    is writable, and ``path`` is absent or a regular file. One line otherwise."""
+    is writable, and ``path`` is absent or a regular file. One line otherwise; nothing is created."""
     p = Path(path)
     if str(path) in ("", "-"):
         raise EdgeseqError(f"{what}: give a file name, not {str(path)!r}")
@@ -47,16 +47,15 @@ def check_target(path, what: str = "output") -> Path:
     if st is not None and not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise EdgeseqError(f"{what} {p} is {kind}: give a file path")
+    # No side effect: the nearest existing ancestor must be a writable directory; the missing
+    # ones are made only when the file is written.
     parent = p.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise EdgeseqError(f"{what} {p}: {parent} is a regular file, not a directory") from None
-    except OSError as exc:
-        raise EdgeseqError(f"{what} {p}: cannot create directory {parent}: {_reason(exc)}") from None
-    if not parent.is_dir():
-        raise EdgeseqError(f"{what} {p}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK) or (st is not None and not os.access(p, os.W_OK)):
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise EdgeseqError(f"{what} {p}: {ancestor} is a regular file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (st is not None and not os.access(p, os.W_OK)):
         raise EdgeseqError(f"{what} {p}: permission denied")
     return p.resolve()
 
@@ -66,6 +65,7 @@ def write_bytes(path, data: bytes, what: str = "output") -> Path:
     p = check_target(path, what)
     fd, tmp = None, None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
         with os.fdopen(fd, "wb") as f:
             fd = None
@@ -124,6 +124,7 @@ class Appender:
         self.what = what
         self.flush_s = flush_s
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = open(self.path, "ab" if binary else "a", **({} if binary else {"encoding": "utf-8"}))
         except OSError as exc:
             raise EdgeseqError(f"cannot open {what} {self.path}: {_reason(exc)}") from None

@@ -216,7 +216,7 @@ def test_cli_errors_are_one_line(tmp_path, small_bundle, sample):
          "within \\[0, 1\\]"),
         (["emulate", "--source", f"mitdb:{sample}/999", "--link", str(tmp_path / "t")], "header .* not found"),
         (["emulate", "--source", f"mitdb:{sample}/208", "--link", str(tmp_path / "t"), "--speed", "fast"],
-         "--speed must be"),
+         "--speed: must be"),
         (["serve", "--port", str(tmp_path / "none"), "--bundle", str(tmp_path / "nob")], "bundle .* not found"),
         (["serve", "--port", str(tmp_path / "none"), "--bundle", str(small_bundle), "--text"], "--text needs --rate"),
     ]
