@@ -95,6 +95,9 @@ class SOSFilter:
     def n_states(self) -> int:
         return self._z.shape[0]
 
+    def state_is_finite(self) -> bool:
+        return bool(np.isfinite(self._z).all())
+
     def reset(self, x0: float = 0.0) -> None:
         """Zero state, or the steady state for a constant input ``x0`` (avoids a start-up step)."""
         z = np.zeros_like(self._z)

@@ -195,6 +195,13 @@ class QRSDetector:
         self._last = None  # (p, r, slope) of the last beat
         self._last_r = -1
 
+    def state_is_finite(self) -> bool:
+        """Is every level that carries over to the next chunk finite? A huge but finite sample
+        squares to infinity in the slope energy, and every later threshold would be NaN."""
+        parts = [self._sq_tail, self._mh, self._yh, self._dh,
+                 np.fromiter(self._qrs, float), np.fromiter(self._noise, float), np.fromiter(self._rr, float)]
+        return self._bp.state_is_finite() and all(np.isfinite(p).all() for p in parts)
+
     def state_size(self) -> dict:
         """Lengths of the internal buffers; all are bounded whatever the stream length."""
         return {

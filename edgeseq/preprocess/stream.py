@@ -167,12 +167,8 @@ class EcgBeatStream:
         """Is every state that carries over to the next chunk finite? A huge but finite sample
         (``1e200`` from a text line) squares to infinity inside the detector, and from then on
         every threshold and window would be NaN: the stream must notice and start over."""
-        d = self.detector
-        parts = [self._filter._z, d._sq_tail, d._mh, d._yh, d._dh,
-                 np.fromiter(d._qrs, float), np.fromiter(d._noise, float), np.fromiter(d._rr, float)]
-        if self._nf:
-            parts.append(self._buf[max(0, self._nf - 64):self._nf])
-        return all(np.isfinite(p).all() for p in parts)
+        tail_ok = not self._nf or np.isfinite(self._buf[max(0, self._nf - 64):self._nf]).all()
+        return self._filter.state_is_finite() and self.detector.state_is_finite() and bool(tail_ok)
 
     def _overflow(self, x: np.ndarray, out: list) -> None:
         """The state went non-finite while ``x`` went through: ``x`` counts as lost
