@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..checks import Range, check_params
 from ..errors import EdgeseqError
 
@@ -103,3 +105,20 @@ def balanced_class_weights(counts, mode, power: float = 1.0, cap: float | None =
     cw = np.zeros(len(counts))
     cw[present] = (counts.sum() / (present.sum() * counts[present])) ** power
     return cw if cap is None else np.minimum(cw, cap)
+
+
+def ridge_solve(Z: np.ndarray, Y: np.ndarray, ridge: float, w: np.ndarray | None = None) -> np.ndarray:
+    """Weighted ridge regression ``beta`` of ``Y`` on ``Z`` (its last column the intercept, which is
+    not shrunk; the penalty scales with the total weight). Overflow is not warned about here: the
+    callers check the weights they keep; a singular system is the data's problem, one line."""
+    Zw = Z if w is None else Z * w[:, None]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        A = Z.T @ Zw
+        reg = np.full(A.shape[0], ridge * (len(Z) if w is None else float(w.sum())))
+        reg[-1] = 0.0
+        A[np.diag_indices_from(A)] += reg
+        try:
+            return np.linalg.solve(A, Zw.T @ Y)
+        except np.linalg.LinAlgError:
+            raise EdgeseqError("ESN readout: the training features are degenerate (constant or "
+                               "overflowing); check the data") from None

@@ -24,7 +24,7 @@ import numpy as np
 from ..checks import SEED, Range
 from ..errors import EdgeseqError
 from ..finite import decide, require_finite
-from .base import Each, HyperParams, Optional, balanced_class_weights
+from .base import Each, HyperParams, Optional, balanced_class_weights, ridge_solve
 
 _HYPER = ("units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
           "bias_scaling", "rr_inputs", "ridge", "class_weight", "class_weight_power",
@@ -269,18 +269,7 @@ class ESNClassifier(HyperParams):
         Y = np.full((len(y), n_classes), -1.0)
         Y[np.arange(len(y)), y] = 1.0
         Zb = np.concatenate([Z, np.ones((len(Z), 1))], axis=1)
-        Zw = Zb * w[:, None]
-        # Overflow (a score of 1e308) is not warned about here: the weights are checked below.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            A = Zb.T @ Zw
-            reg = np.full(A.shape[0], self.ridge * w.sum())
-            reg[-1] = 0.0  # the intercept is not shrunk
-            A[np.diag_indices_from(A)] += reg
-            try:
-                beta = np.linalg.solve(A, Zw.T @ Y)
-            except np.linalg.LinAlgError:  # a singular system from degenerate data is the data's problem
-                raise EdgeseqError("ESN readout: the training features are degenerate (constant or "
-                                   "overflowing); check the data") from None
+        beta = ridge_solve(Zb, Y, self.ridge, w)
         # Fold the standardisation into the weights so inference is one affine map.
         coef = beta[:-1] / sd[:, None]
         # Checked before it is kept: a NaN readout would otherwise "train" and label every beat N.

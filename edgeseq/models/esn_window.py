@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import EdgeseqError
 from ..finite import decide, require_finite
-from .base import HyperParams
+from .base import HyperParams, ridge_solve
 from .esn import RESERVOIR_PARAMS, batched_states, reservoir_init
 
 _HYPER = ("objective", "units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
@@ -80,17 +80,7 @@ class ESNWindowModel(HyperParams):
             sd[sd < 1e-8] = 1.0
             Z = np.concatenate([(F - mu) / sd, np.ones((len(F), 1))], axis=1)
         require_finite(Z, "standardised ESN readout inputs (values too large; check the data)")
-        # Overflow (a score of 1e308) is not warned about here: the weights are checked below.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            A = Z.T @ Z
-            reg = np.full(A.shape[0], self.ridge * len(F))
-            reg[-1] = 0.0  # the intercept is not shrunk
-            A[np.diag_indices_from(A)] += reg
-            try:
-                beta = np.linalg.solve(A, Z.T @ Y)
-            except np.linalg.LinAlgError:  # a singular system from degenerate data is the data's problem
-                raise EdgeseqError("ESN readout: the training features are degenerate (constant or "
-                                   "overflowing); check the data") from None
+        beta = ridge_solve(Z, Y, self.ridge)
         # Standardisation folded in (one affine map); checked, so NaN weights are never kept.
         self.Wout_ = require_finite(beta[:-1] / sd[:, None], "fitted ESN readout weights (check the data)")
         self.bout_ = require_finite(beta[-1] - mu @ self.Wout_, "fitted ESN readout bias (check the data)")
