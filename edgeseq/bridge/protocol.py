@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -147,9 +148,14 @@ class DeviceInfo:
     scale: tuple
     offset: tuple
 
+    @cached_property
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.scale, np.float64), np.asarray(self.offset, np.float64)
+
     def to_physical(self, raw: np.ndarray) -> np.ndarray:
         """``raw * scale + offset`` per channel, float64."""
-        return raw.astype(np.float64) * np.asarray(self.scale) + np.asarray(self.offset)
+        scale, offset = self._affine
+        return raw.astype(np.float64) * scale + offset
 
 
 def _short_str(s: str, what: str) -> bytes:

@@ -37,9 +37,10 @@ def _finite_runs(x: np.ndarray, lost_before: int):
     """Splits physical samples (n, channels) into runs of finite rows: ``[(offset, rows, lost_before)]``
     plus the count of non-finite rows after the last run. A non-finite value is a lost sample, never
     a model input (``edgeseq.finite``): the filters downstream would carry it forever."""
-    ok = np.isfinite(x).all(axis=1)
-    if ok.all():
+    fin = np.isfinite(x)
+    if fin.all():  # the common case in one reduction: a frame per sample makes this per-sample work
         return [(0, x, lost_before)], 0, 0
+    ok = fin.all(axis=1)
     runs, lost, i, n = [], lost_before, 0, len(x)
     bad = int(n - ok.sum())
     while i < n:

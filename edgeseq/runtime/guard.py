@@ -173,12 +173,15 @@ class Watchdog:
         self._cv = threading.Condition()
         self._armed = None  # (cancel, deadline) of the run in flight
         self._thread = None
+        self._idle = False  # the thread waits with no deadline and must be woken by the next run
 
     def _loop(self) -> None:
         with self._cv:
             while True:
                 if self._armed is None:
+                    self._idle = True
                     self._cv.wait()
+                    self._idle = False
                     continue
                 cancel, deadline = self._armed
                 left = deadline - time.monotonic()
@@ -195,7 +198,10 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._loop, name="edgeseq-run-watchdog", daemon=True)
                 self._thread.start()
             self._armed = (cancel, time.monotonic() + self.limit_s)
-            self._cv.notify()
+            # Deadlines only move later, so a thread already sleeping until an earlier one wakes,
+            # sees this run and sleeps again: waking it per run would cost a thread switch per call.
+            if self._idle:
+                self._cv.notify()
         try:
             yield
         finally:
