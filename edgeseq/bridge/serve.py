@@ -181,7 +181,7 @@ class Bridge:
                 # Frames still waiting for an INFO, and indices announced but never received, are
                 # counted lost now: the stream is over.
                 self.tracker.finish()
-                self._emit(self.pipeline.flush())
+                self._emit(self.pipeline.flush(), timed=False)
                 if not self.text:
                     self._send(P.STOP)
             finally:
@@ -256,7 +256,10 @@ class Bridge:
             self._anchor = (block.first_index, block.device_time_us)
         self._emit(self.pipeline.feed(block))
 
-    def _emit(self, preds) -> None:
+    def _emit(self, preds, timed: bool = True) -> None:
+        """``timed``: the predictions were completed by a frame's arrival. Beats completed by the
+        end of the stream (the final flush) waited for the link to close, not for the host: their
+        latency would be the give-up wait, so it is neither recorded nor reported."""
         if not preds:
             return
         now_perf, now = time.perf_counter(), time.time()
@@ -265,12 +268,13 @@ class Bridge:
             fs = self.tracker.info.sample_rate
         i0, t_us = self._anchor
         for p in preds:
-            lat = (now_perf - p.arrival) * 1e3
-            self._latency.add(lat)
+            lat = (now_perf - p.arrival) * 1e3 if timed else None
+            if timed:
+                self._latency.add(lat)
             rec = {"sample": int(p.sample),
                    "device_time_s": round((t_us + (p.sample - i0) * 1e6 / fs) / 1e6, 6) if fs else None,
                    "host_time": round(now, 6), "label": p.label, "score": round(p.score, 6),
-                   "latency_ms": round(lat, 3)}
+                   "latency_ms": None if lat is None else round(lat, 3)}
             if p.scores is not None and p.label is not None:
                 rec["probabilities"] = dict(zip(self.pipeline.labels, p.scores))
             self.out.write(rec)
