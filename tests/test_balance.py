@@ -100,7 +100,7 @@ def test_balance_bundle_streams_over_the_bridge(hbedb, score_bundle, tmp_path):
     preds = []
     bridge = Bridge(str(link), score_bundle, give_up_s=0.5, quiet=True)
     orig = bridge._emit
-    bridge._emit = lambda p: (preds.extend(p), orig(p))[1]
+    bridge._emit = lambda p, **kw: (preds.extend(p), orig(p, **kw))[1]
     s = bridge.run()
     th.join(timeout=30)
     assert s["lost_samples"] == 0 and s["predictions"] == len(preds) == 11

@@ -52,7 +52,7 @@ def run_pair(tmp_path, source, bundle, *, faults=None, seed=7, duration=120.0, c
     if capture:
         orig_block, orig_emit = bridge._block, bridge._emit
         bridge._block = lambda b: (blocks.append(b), orig_block(b))[1]
-        bridge._emit = lambda p: (preds.extend(p), orig_emit(p))[1]
+        bridge._emit = lambda p, **kw: (preds.extend(p), orig_emit(p, **kw))[1]
     summary = bridge.run()
     th.join(timeout=60)
     assert not th.is_alive(), "emulator hung"
