@@ -22,6 +22,7 @@ Device-side module: numpy, jsonschema and the standard library; PyNaCl only to c
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -421,6 +422,24 @@ def verify_files(root: Path, manifest: dict) -> None:
         if digest != meta["sha256"]:
             raise EdgeseqError(f"bundle {root}: {name} does not match its sha256 in {MANIFEST} "
                                f"(altered file; expected {meta['sha256'][:12]}..., got {digest[:12]}...)")
+        _VERIFIED[str((root / name).resolve())] = digest
+
+
+#: sha256 of every bundle file verified in this process, by resolved path.
+_VERIFIED: dict[str, str] = {}
+
+
+def read_verified(path) -> bytes:
+    """The bytes of a bundle file for a runtime to load, read once and checked against the digest
+    :func:`verify_files` found, so a file swapped between the check and the load is refused (the
+    runtime gets these bytes, never the path). A file this process never verified (a tool opening
+    a model directly) is read bounded and plain, with no claim."""
+    p = Path(path)
+    data = _read_bounded(p.parent, p.name, MAX_FILE_BYTES)
+    want = _VERIFIED.get(str(p.resolve()))
+    if want is not None and hashlib.sha256(data).hexdigest() != want:
+        raise EdgeseqError(f"bundle {p.parent}: {p.name} changed after its hash was verified; refusing to load it")
+    return data
 
 
 def verify_bundle(path) -> dict:
@@ -436,7 +455,7 @@ def _read_arrays(root: Path, name: str, want: dict) -> dict[str, np.ndarray]:
     sized from the zip directory and its .npy header before a byte is decompressed, and within
     ``MAX_ARRAY_BYTES`` together (a few MB of deflated zeros may claim gigabytes)."""
     out, budget = {}, MAX_ARRAY_BYTES
-    f, _ = _open_plain(root, name, MAX_FILE_BYTES)
+    f = io.BytesIO(read_verified(root / name))
     try:
         with f, zipfile.ZipFile(f) as z:
             infos = z.infolist()

@@ -637,3 +637,25 @@ def test_trust_on_the_cli(signed, exported, small_bundle, keys, tmp_path, sample
     assert cli("sign", src, "--key", keys / "k").returncode == 0
     r = cli("export", src, "--out", tmp_path / "x", "--trust", pub)  # reads back its own unsigned output
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("kind", ["onnx", "tflite"])
+def test_a_model_swapped_after_verification_is_not_loaded(exported, tmp_path, kind):
+    """The runtime loads the bytes it checked: a model file replaced (same size) between the hash
+    check and the load is refused, as are the weights."""
+    b = clone(exported[kind], tmp_path / "b")
+    load_bundle(b)
+    rt = manifest(b)["runtime"]
+    model = b / rt["model"]
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(EdgeseqError, match="changed after its hash was verified"):
+        B.read_verified(model)
+    w = b / WEIGHTS
+    if w.exists():
+        raw = bytearray(w.read_bytes())
+        raw[-30] ^= 0xFF
+        w.write_bytes(bytes(raw))
+        with pytest.raises(EdgeseqError, match="changed after its hash was verified"):
+            B._read_arrays(b, WEIGHTS, {})

@@ -33,13 +33,9 @@ def open_session(path: Path, threads: int = 1, *, profile_prefix: str | None = N
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
-    from ..bundle import MAX_FILE_BYTES
+    from ..bundle import read_verified
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise EdgeseqError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_verified(path)
     try:
         external = onnx_external_data(data)
     except ValueError as exc:

@@ -49,13 +49,9 @@ def _open(Interpreter, data: bytes, threads: int):
 def open_interpreter(path: Path, threads: int = 1):
     """A TFLite interpreter with tensors allocated for ``path``, or a one-line error saying why not."""
     Interpreter = _interpreter_class()
-    from ..bundle import MAX_FILE_BYTES
+    from ..bundle import read_verified
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise EdgeseqError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_verified(path)
     try:
         it = _open(Interpreter, data, int(threads))
         it.allocate_tensors()
