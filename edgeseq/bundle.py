@@ -103,6 +103,8 @@ def _not_ours(out: Path) -> str | None:
 def check_bundle_target(out_dir) -> Path:
     """``out_dir`` when ``write_bundle`` may write there (absent, empty, or a bundle edgeseq wrote);
     one line otherwise. Called before training too, so a refused ``--out`` costs nothing."""
+    if not str(out_dir).strip():
+        raise EdgeseqError("the bundle path is empty: give --out a directory name")
     out = Path(out_dir)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise EdgeseqError(f"bundle path {out} exists and is not a directory")

@@ -114,7 +114,7 @@ def _ecg_params(args) -> dict:
 
     params = _params(args.param)
     model_class(args.model)(seed=args.seed).set_params(**params)
-    if getattr(args, "out", None):
+    if getattr(args, "out", None) is not None:
         from .bundle import check_bundle_target
 
         check_bundle_target(args.out)
@@ -152,7 +152,8 @@ def cmd_train(args) -> int:
         return 0
 
     params = _ecg_params(args)
-    info = ecg.train(_data_dir(args), parse_records(args.records), out=args.out, model=args.model,
+    records = parse_records(args.records)
+    info = ecg.train(_data_dir(args), records, out=args.out, model=args.model,
                      seed=args.seed, params=params, include_paced=args.include_paced,
                      progress=not args.quiet, size=args.size, device=args.device)
     counts = " ".join(f"{k}={v}" for k, v in info["class_counts"].items())
@@ -167,11 +168,11 @@ def cmd_evaluate(args) -> int:
     from .tasks import ecg
 
     _check_outputs(args.json, ".confusion.png")
-    if not Path(args.bundle).is_dir():  # before the --data note, so the mistake is the only line
-        from .bundle import read_manifest
+    from .bundle import read_manifest
 
-        read_manifest(args.bundle)
-    rep = ecg.evaluate(args.bundle, _data_dir(args), parse_records(args.records), beats=args.beats,
+    read_manifest(args.bundle)  # before the --data note, so a mistake is the only line
+    records = parse_records(args.records)
+    rep = ecg.evaluate(args.bundle, _data_dir(args), records, beats=args.beats,
                        include_paced=args.include_paced, progress=not args.quiet)
     note = " (includes records the model was trained on: not an inter-patient figure)" \
         if rep["includes_training_records"] else ""
@@ -189,7 +190,8 @@ def cmd_cv(args) -> int:
 
     _check_outputs(args.json, ".confusion.png")
     params = _ecg_params(args)
-    rep = ecg.cross_validate(_data_dir(args), parse_records(args.records), model=args.model,
+    records = parse_records(args.records)
+    rep = ecg.cross_validate(_data_dir(args), records, model=args.model,
                              folds=args.folds, seed=args.seed, params=params,
                              include_paced=args.include_paced, progress=not args.quiet,
                              size=args.size, device=args.device)
@@ -320,8 +322,12 @@ def cmd_tune(args) -> int:
     # The study, best.json and the plots go into --out: checked before the first trial.
     for name in ("best.json", "history.png", "importances.png"):
         check_target(Path(args.out) / name, "--out")
+    from .tune.search import load_space
+
+    load_space(args.space, args.model)  # like --out, before the --data note: a mistake is the only line
+    records = parse_records(args.records)
     best = tune(args.model, _data_dir(args), args.space, trials=args.trials, folds=args.folds, out=args.out,
-                records=parse_records(args.records), address=args.address, gpus_per_trial=args.gpus_per_trial,
+                records=records, address=args.address, gpus_per_trial=args.gpus_per_trial,
                 jobs=args.jobs, metric=args.metric, seed=args.seed, train_best=args.train_best, quiet=args.quiet)
     if best["best_trial"] is None:
         print(f"no trial finished; study: {best['storage']}")

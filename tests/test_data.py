@@ -41,7 +41,10 @@ def test_paced_record_needs_explicit_consent(mitdb):
 
 def test_parse_records():
     assert parse_records("101, 106,,208") == ["101", "106", "208"]
-    assert parse_records("") is None
+    assert parse_records(None) is None
+    for empty in ("", " ", ",,,"):
+        with pytest.raises(EdgeseqError, match="names no record"):
+            parse_records(empty)
 
 
 def test_resampling_keeps_beats_on_their_peaks(sample):

@@ -473,3 +473,33 @@ def test_mistake_without_data_is_the_only_stderr_line(argv, tmp_path, capsys):
     if argv[0] == "train":
         argv = argv + ["--out", str(tmp_path / "b")]
     _in_process(argv, capsys)
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_tune_space_that_is_not_a_small_file_is_one_line(tmp_path, special):
+    """A space file that is a device or a FIFO would block the read forever."""
+    if special == "fifo":
+        special = str(tmp_path / "fifo")
+        os.mkfifo(special)
+    _subprocess(["tune", "ecg", "--space", special, "--trials", "1", "--out", str(tmp_path / "t")],
+                "space file", "regular JSON file", timeout=30)
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "ecg", "--records", "", "--out", "OUT"],
+    ["train", "ecg", "--records", ",,,", "--out", "OUT"],
+    ["cv", "ecg", "--records", " "],
+])
+def test_an_empty_record_list_is_not_the_default_set(tmp_path, argv):
+    """``--records "$R"`` with R unset must not silently train or test on every record."""
+    _subprocess([str(tmp_path / "b") if a == "OUT" else a for a in argv], "--records", "names no record")
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_empty_out_is_refused_before_training(tmp_path):
+    _subprocess(["train", "ecg", "--records", "106", "--out", ""], "bundle path is empty")
+
+
+def test_evaluate_on_a_directory_without_manifest_is_the_only_line(tmp_path):
+    _subprocess(["evaluate", str(SAMPLE)], "has no manifest.json")

@@ -90,10 +90,15 @@ def select_records(data_dir, records=None, *, include_paced=False) -> list[str]:
 
 
 def parse_records(text: str | None) -> list[str] | None:
-    """``"101,106, 208"`` -> ``["101", "106", "208"]``; None or empty -> None (the default set)."""
-    if not text:
+    """``"101,106, 208"`` -> ``["101", "106", "208"]``; None (option not given) -> None, the default
+    set. A given but empty list (``--records "$R"`` with R unset) is refused: silently taking the
+    default would train or test on records the user did not name."""
+    if text is None:
         return None
-    return [r.strip() for r in text.split(",") if r.strip()]
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    if not names:
+        raise EdgeseqError(f"--records {text!r} names no record (leave the option out for the default set)")
+    return names
 
 
 def resample(signal: np.ndarray, fs_from: float, fs_to: float) -> np.ndarray:

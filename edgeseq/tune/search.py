@@ -150,8 +150,12 @@ def load_space(space, model: str) -> dict:
         space = DEFAULT_SPACES[model]
     elif isinstance(space, (str, Path)):
         where = str(space)
+        path = Path(space)
+        # A device or FIFO would block the read (/dev/zero never ends): a space is a small file.
+        if path.exists() and (not path.is_file() or path.stat().st_size > 1 << 20):
+            raise EdgeseqError(f"space file {where} is not a regular JSON file of at most 1 MiB")
         try:
-            space = json.loads(Path(space).read_text())
+            space = json.loads(path.read_text())
         except FileNotFoundError:
             raise EdgeseqError(f"space file {where} not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
