@@ -36,6 +36,8 @@ def check_target(path, what: str = "output") -> Path:
     p = Path(path)
     if str(path) in ("", "-"):
         raise EdgeseqError(f"{what}: give a file name, not {str(path)!r}")
+    if str(path).endswith(os.sep):  # "out/" names a directory; Path() would drop the slash
+        raise EdgeseqError(f"{what} {path} names a directory: give a file path")
     try:
         st = os.stat(p)
     except FileNotFoundError:

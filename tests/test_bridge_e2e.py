@@ -219,6 +219,11 @@ def test_cli_errors_are_one_line(tmp_path, small_bundle, sample):
          "--speed: must be"),
         (["serve", "--port", str(tmp_path / "none"), "--bundle", str(tmp_path / "nob")], "bundle .* not found"),
         (["serve", "--port", str(tmp_path / "none"), "--bundle", str(small_bundle), "--text"], "--text needs --rate"),
+        # A replayed recording appended to itself would be read back forever.
+        (["serve", "--port", str(tmp_path / "rec.raw"), "--bundle", str(small_bundle), "--record",
+          str(tmp_path / "rec.raw")], "same file as --port"),
+        (["serve", "--port", str(tmp_path / "rec.raw"), "--bundle", str(small_bundle), "--out",
+          str(tmp_path / "p.jsonl"), "--record", str(tmp_path / "p.jsonl")], "same file as --out"),
     ]
     for args, msg in cases:
         r = cli(*args)

@@ -98,3 +98,9 @@ def test_check_params_names_the_parameter():
                 {"nope": 1}]:
         with pytest.raises(EdgeseqError, match="--param"):
             checks.check_params(bad, spec, "esn")
+
+
+def test_a_trailing_slash_names_a_directory(tmp_path):
+    with pytest.raises(EdgeseqError, match="names a directory"):
+        outputs.check_target(str(tmp_path / "out") + "/", "--json")
+    assert not (tmp_path / "out").exists()

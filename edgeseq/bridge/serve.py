@@ -25,6 +25,25 @@ from .pipelines import open_pipeline
 from .tracker import StreamTracker, TextTracker
 
 
+def _distinct_files(port: str, **outputs) -> None:
+    """An output that is the port itself (a replayed recording) or the other output would be read
+    back as it grows, or interleave two formats in one file: refused before anything is opened."""
+    import os
+
+    seen = {"--port": port}
+    for name, path in outputs.items():
+        if not path:
+            continue
+        for other, q in seen.items():
+            try:
+                same = os.path.samefile(path, q)
+            except OSError:  # one of them does not exist yet
+                same = os.path.abspath(path) == os.path.abspath(q)
+            if same:
+                raise EdgeseqError(f"--{name} {path} is the same file as {other}: give it a file of its own")
+        seen[f"--{name}"] = path
+
+
 class _Out:
     """Predictions to stdout (unless quiet) and to a JSON-lines file through ``outputs.Appender``:
     strict JSON (a NaN reaching it is a bug and fails loudly), flushed at least once a second, a
@@ -91,6 +110,7 @@ class Bridge:
                  quiet: bool = False, threads: int = 1, window_s: float | None = None, hop_s: float | None = None,
                  send_predictions: bool = True, stream=None):
         self.port = port
+        _distinct_files(port, out=out, record=record)
         self.pipeline = open_pipeline(bundle, threads=threads, channel=channel, window_s=window_s, hop_s=hop_s)
         self.text = text
         if text:
