@@ -258,10 +258,14 @@ def _report(ext: np.ndarray) -> dict:
     return out
 
 
+def check_folds(k: int, n_records: int) -> None:
+    if not 2 <= k <= n_records:
+        raise EdgeseqError(f"--folds must be between 2 and the number of records ({n_records}), not {k}")
+
+
 def record_folds(records: list[str], sizes, k: int, seed: int = 0) -> list[list[str]]:
     """Split records into ``k`` groups with similar beat counts; no record is in two folds."""
-    if not 2 <= k <= len(records):
-        raise EdgeseqError(f"--folds must be between 2 and the number of records ({len(records)}), not {k}")
+    check_folds(k, len(records))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(records))
     order = order[np.argsort(-np.asarray(sizes)[order], kind="stable")]
@@ -289,6 +293,8 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
     names = select_records(data_dir, records, include_paced=include_paced)
     if len(names) < 2:
         raise EdgeseqError("cross-validation needs at least two records")
+    if folds is not None:
+        check_folds(folds, len(names))  # before minutes of reading records
     beats = load_beats(data_dir, names, prep, progress=progress)
     sizes = np.bincount(beats.record_index, minlength=len(names))
     empty = [r for r, n in zip(names, sizes) if n == 0]
