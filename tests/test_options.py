@@ -503,3 +503,9 @@ def test_an_empty_out_is_refused_before_training(tmp_path):
 
 def test_evaluate_on_a_directory_without_manifest_is_the_only_line(tmp_path):
     _subprocess(["evaluate", str(SAMPLE)], "has no manifest.json")
+
+
+def test_cv_folds_above_the_records_is_refused_before_reading_them():
+    """One line, and no 'reading records' progress before it."""
+    _subprocess(["cv", "ecg", "--data", str(SAMPLE), "--records", "106,118", "--folds", "5"],
+                "--folds must be between 2 and the number of records (2), not 5")
