@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .checks import SEED, Parser, Range
-from .errors import EdgeseqError
+from .errors import EdgeseqError, StreamFailed
 from .outputs import check_target, dumps, write_json
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
@@ -678,11 +678,10 @@ def cmd_serve(args) -> int:
                         text=args.text, rate=args.rate, scale=args.scale, offset=args.offset,
                         channel=args.channel, baudrate=args.baud, give_up_s=args.give_up, quiet=args.quiet,
                         threads=args.threads, window_s=args.window, hop_s=args.hop)
-    except EdgeseqError as e:
+    except StreamFailed as e:
         # A run that failed after it started still reports what it counted (stdout), then the
         # one-line error (stderr, exit 2).
-        if getattr(e, "summary", None) is not None:
-            print(json.dumps(e.summary), flush=True)
+        print(json.dumps(e.summary), flush=True)
         raise
     if got.get("signal"):
         summary["ended"] = f"signal {got['signal']}"

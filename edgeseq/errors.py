@@ -8,3 +8,12 @@ and exits with status 2. Bugs stay ordinary exceptions with tracebacks.
 
 class EdgeseqError(Exception):
     """A problem with the user's input, reported as one line (exit status 2)."""
+
+
+class StreamFailed(EdgeseqError):
+    """A ``serve`` run that failed after it started: the one line, and the summary of what it had
+    counted by then, which the CLI prints before the line (nothing counted is lost with the run)."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary

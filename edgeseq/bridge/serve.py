@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgeseqError
+from ..errors import EdgeseqError, StreamFailed
 from ..outputs import Appender
 from . import protocol as P
 from .decoder import FrameDecoder, TextLineDecoder
@@ -154,19 +154,16 @@ class Bridge:
     # ---- loop -------------------------------------------------------------------------------
     def run(self) -> dict:
         """Serves until the end; the summary is returned, or attached to the ``EdgeseqError`` that
-        ended the run (``.summary``) so the CLI prints it on the way out as well."""
+        ended the run (:class:`StreamFailed`) so the CLI prints it on the way out as well."""
         t0 = self._t0 = time.perf_counter()
         try:
             self._loop()
         except EdgeseqError as e:
-            e.summary = self.summary(time.perf_counter() - t0)
-            raise
+            raise StreamFailed(str(e), self.summary(time.perf_counter() - t0)) from None
         s = self.summary(time.perf_counter() - t0)
         if self.link.connects == 0 and self.ended != "interrupted":
             # Waiting was asked for (--give-up, --duration) and nothing ever came: that is a failure.
-            e = EdgeseqError(f"never connected to {self.port}: {self.ended}")
-            e.summary = s
-            raise e
+            raise StreamFailed(f"never connected to {self.port}: {self.ended}", s)
         return s
 
     def _loop(self) -> None:
