@@ -38,6 +38,7 @@ import numpy as np
 
 from . import __version__
 from .errors import EdgeseqError
+from .outputs import check_parent
 
 MANIFEST = "manifest.json"
 FORMAT = "edgeseq-bundle"
@@ -73,12 +74,16 @@ class Bundle:
         return list(self.manifest["labels"])
 
 
-def sha256_file(path: Path) -> str:
+def _sha256(f) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _sha256(f)
 
 
 def _not_ours(out: Path) -> str | None:
@@ -113,13 +118,7 @@ def check_bundle_target(out_dir) -> Path:
         if foreign:
             raise EdgeseqError(f"refusing to replace {out}: it is not a bundle edgeseq wrote ({foreign}); "
                                "choose another --out or remove it yourself")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgeseqError(f"bundle path {out}: cannot create {out.parent}: "
-                           f"{exc.strerror or type(exc).__name__}") from None
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise EdgeseqError(f"bundle path {out}: {out.parent} is not writable")
+    check_parent(out, "bundle path")
     return out
 
 
@@ -132,7 +131,11 @@ def write_bundle(out_dir, manifest: dict, arrays: dict[str, np.ndarray],
     write never leaves a bundle whose manifest and weights disagree.
     """
     out = check_bundle_target(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeseqError(f"bundle path {out}: cannot create {out.parent}: "
+                           f"{exc.strerror or type(exc).__name__}") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -417,10 +420,7 @@ def verify_files(root: Path, manifest: dict) -> None:
             if size != meta["bytes"]:
                 raise EdgeseqError(f"bundle {root}: {name} has {size} bytes, manifest says "
                                    f"{meta['bytes']} (altered or truncated file)")
-            h = hashlib.sha256()
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.hexdigest()
+            digest = _sha256(f)
         if digest != meta["sha256"]:
             raise EdgeseqError(f"bundle {root}: {name} does not match its sha256 in {MANIFEST} "
                                f"(altered file; expected {meta['sha256'][:12]}..., got {digest[:12]}...)")

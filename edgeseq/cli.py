@@ -220,25 +220,6 @@ def _cv_balance(args) -> int:
     return 0
 
 
-def _calibration(args, manifest: dict):
-    """``(windows, rr)`` of the calibration records, read once here so that no usable beat (an .atr
-    without beat labels, records too short for a window) is one line, not a quantiser dividing
-    by an empty range."""
-    from .data.mitdb import parse_records, select_records
-    from .finite import require_finite
-    from .preprocess.ecg import EcgPreprocessing
-    from .tasks.ecg import load_beats
-
-    names = select_records(args.calibration, parse_records(args.records))
-    prep = EcgPreprocessing.from_config(manifest["preprocessing"])
-    beats = load_beats(Path(args.calibration), names, prep, progress=False)
-    if len(beats.windows) == 0:
-        raise EdgeseqError(f"--calibration {args.calibration}: records {', '.join(names)} hold no usable beats "
-                           "to calibrate int8 ranges on")
-    return (require_finite(beats.windows, "calibration beat windows"),
-            require_finite(beats.rr, "calibration RR features"))
-
-
 def cmd_export(args) -> int:
     from .bundle import check_bundle_target, read_manifest
     from .export.onnx import export_esn_onnx
@@ -267,7 +248,9 @@ def cmd_export(args) -> int:
     if args.int8:
         if not args.calibration:
             raise EdgeseqError("--int8 needs --calibration DIR: real beats set the activation ranges")
-        calibration = _calibration(args, manifest)
+        from .data.mitdb import parse_records, select_records
+
+        calibration = (Path(args.calibration), select_records(args.calibration, parse_records(args.records)))
     neural = manifest["model"].get("kind") in ("lstm", "tcn")
     if args.format == "tflite":
         if neural:

@@ -49,17 +49,23 @@ def check_target(path, what: str = "output") -> Path:
     if st is not None and not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise EdgeseqError(f"{what} {p} is {kind}: give a file path")
-    # No side effect: the nearest existing ancestor must be a writable directory; the missing
-    # ones are made only when the file is written.
-    parent = p.resolve().parent
-    ancestor = parent
+    check_parent(p, what)
+    if st is not None and not os.access(p, os.W_OK):
+        raise EdgeseqError(f"{what} {p}: permission denied")
+    return p.resolve()
+
+
+def check_parent(path, what: str) -> None:
+    """The directory ``path`` would go in can be made and written, with no side effect: its nearest
+    existing ancestor is a writable directory (the missing ones are made only when writing)."""
+    p = Path(path)
+    ancestor = p.resolve().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise EdgeseqError(f"{what} {p}: {ancestor} is a regular file, not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK) or (st is not None and not os.access(p, os.W_OK)):
+    if not os.access(ancestor, os.W_OK | os.X_OK):
         raise EdgeseqError(f"{what} {p}: permission denied")
-    return p.resolve()
 
 
 def write_bytes(path, data: bytes, what: str = "output") -> Path:

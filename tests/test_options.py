@@ -160,16 +160,19 @@ def test_evaluate_json_bad_target(what, tiny_bundle, tmp_path, capsys):
     assert (tmp_path / "afile").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("task", ["ecg", "balance"])
 @pytest.mark.parametrize("what", ["directory", "/dev/full", "under a file"])
-def test_cv_json_bad_target_before_the_work(what, tmp_path, capsys, monkeypatch):
+def test_cv_json_bad_target_before_the_work(task, what, tmp_path, capsys, monkeypatch):
+    import edgeseq.tasks.balance as balance
     import edgeseq.tasks.ecg as ecg
 
     def no_work(*a, **k):
         raise AssertionError("cross-validation ran before its output path was checked")
 
-    monkeypatch.setattr(ecg, "cross_validate", no_work)
+    monkeypatch.setattr(ecg if task == "ecg" else balance, "cross_validate", no_work)
     target, msg = _bad_targets(tmp_path)[what]
-    _in_process(["cv", "ecg", "--data", str(SAMPLE), "--quiet", "--json", target], capsys, "--json", msg)
+    data = ["--data", str(SAMPLE)] if task == "ecg" else ["--data", str(tmp_path), "--target", "Best_T"]
+    _in_process(["cv", task, *data, "--quiet", "--json", target], capsys, "--json", msg)
 
 
 @pytest.mark.parametrize("opt", ["--json", "--plot"])
@@ -450,19 +453,6 @@ def test_train_out_under_a_regular_file(tmp_path, capsys):
     _in_process(["train", "ecg", "--data", str(SAMPLE), "--records", "119", "--out", str(f / "b"), "--quiet"],
                 capsys, str(f))
     assert f.read_text() == "mine\n"
-
-
-@pytest.mark.parametrize("what", ["directory", "/dev/full", "under a file"])
-def test_balance_cv_json_bad_target_before_the_work(what, tmp_path, capsys, monkeypatch):
-    import edgeseq.tasks.balance as balance
-
-    def no_work(*a, **k):
-        raise AssertionError("cross-validation ran before its output path was checked")
-
-    monkeypatch.setattr(balance, "cross_validate", no_work)
-    target, msg = _bad_targets(tmp_path)[what]
-    _in_process(["cv", "balance", "--data", str(tmp_path), "--target", "Best_T", "--quiet", "--json", target],
-                capsys, "--json", msg)
 
 
 @pytest.mark.parametrize("argv", [["train", "ecg", "--param", "units=0"], ["cv", "ecg", "--param", "lr=NaN"],

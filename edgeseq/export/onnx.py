@@ -35,6 +35,7 @@ import numpy as np
 from . import source_bundle
 from ..bundle import WEIGHTS, sha256_file, write_bundle
 from ..errors import EdgeseqError
+from ..finite import require_finite
 
 OPSET = 17
 QOPSET = 21
@@ -332,18 +333,27 @@ def esn_runtime_section(p: dict, fmt: str, *, int8: bool, model: str, step: str,
 
 
 def _calibration_beats(calibration, manifest, limit=2000):
+    """The beats int8 ranges are calibrated on, for every exporter: ``(windows, rr)`` arrays or
+    ``(data_dir, records)`` to read. No beat, or a non-finite value, is one line here, not a
+    quantiser dividing by an empty or infinite range."""
     if calibration is None:
         raise EdgeseqError("int8 export needs calibration beats: pass calibration=(windows, rr) or "
                            "calibration=(data_dir, records)")
     a, b = calibration
     if isinstance(a, np.ndarray):
         windows, rr = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        where = "calibration arrays"
     else:
         from ..preprocess.ecg import EcgPreprocessing
         from ..tasks.ecg import load_beats
         prep = EcgPreprocessing.from_config(manifest["preprocessing"])
         beats = load_beats(a, list(b), prep, progress=False)
         windows, rr = beats.windows, beats.rr
+        where = f"--calibration {a}: records {', '.join(b)}"
+    if len(windows) == 0:
+        raise EdgeseqError(f"{where} hold no usable beats to calibrate int8 ranges on")
+    require_finite(windows, "calibration beat windows")
+    require_finite(rr, "calibration RR features")
     if len(windows) > limit:  # an even spread over records, not the first record only
         idx = np.linspace(0, len(windows) - 1, limit).astype(np.int64)
         windows, rr = windows[idx], rr[idx]

@@ -24,6 +24,12 @@ from .filters import sosfilt
 PEAK_GAP_MARGIN_S = 0.15
 
 
+def _filled_between(filled: np.ndarray, a, b) -> np.ndarray:
+    """Per pair, whether ``filled[a:b + 1]`` (clipped to the signal) holds a filled sample."""
+    c = np.concatenate([[0], np.cumsum(filled)])
+    return c[np.clip(np.asarray(b) + 1, 0, len(filled))] - c[np.clip(np.asarray(a), 0, len(filled))] > 0
+
+
 def peaks_near_gap(filled, r_samples, margin: int) -> np.ndarray:
     """Per R peak, whether a filled sample lies within ``margin`` samples of it.
 
@@ -32,12 +38,8 @@ def peaks_near_gap(filled, r_samples, margin: int) -> np.ndarray:
     peak this close to one (its position is then a guess). :meth:`EcgPreprocessing.beats` applies
     it offline (``filled=``); :class:`~edgeseq.preprocess.stream.EcgBeatStream` per peak.
     """
-    f = np.asarray(filled, dtype=bool)
     r = np.asarray(r_samples, dtype=np.int64)
-    c = np.concatenate([[0], np.cumsum(f)])
-    lo = np.clip(r - int(margin), 0, len(f))
-    hi = np.clip(r + int(margin) + 1, 0, len(f))
-    return c[hi] - c[lo] > 0
+    return _filled_between(np.asarray(filled, dtype=bool), r - int(margin), r + int(margin))
 
 
 #: Names of the per-beat context features (the ``rr`` array), in column order.
@@ -194,12 +196,10 @@ class EcgPreprocessing:
         r = np.asarray(r_samples, dtype=np.int64)
         if len(r) == 0:
             return np.zeros(0, dtype=bool)
-        c = np.concatenate([[0], np.cumsum(f)])
-        span = lambda a, b: c[np.clip(b + 1, 0, len(f))] - c[np.clip(a, 0, len(f))] > 0  # noqa: E731
         offsets = np.arange(-self.pre, self.post, self.decimate)
-        window = span(r - self.pre, r + offsets[-1])
+        window = _filled_between(f, r - self.pre, r + offsets[-1])
         near = peaks_near_gap(f, r, self.gap_margin)
-        interval = span(r[:-1], r[1:]) | near[:-1] | near[1:]  # interval j: r[j] -> r[j + 1]
+        interval = _filled_between(f, r[:-1], r[1:]) | near[:-1] | near[1:]  # interval j: r[j] -> r[j + 1]
         bad = window.copy()
         bad[1:] |= interval  # the interval before each beat
         bad[:-1] |= interval  # and the one after

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..bundle import load_bundle
 from ..errors import EdgeseqError
+from ..finite import decide
 
 FORMATS = ("onnx", "tflite")
 #: Model kinds whose exported step graph carries named states (``runtime/neural.py``).
@@ -72,8 +73,9 @@ class Model:
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def classify(self, windows, rr) -> np.ndarray:
-        """Class index per beat (names in ``labels``)."""
-        return np.argmax(self.logits(windows, rr), axis=1)
+        """Class index per beat (names in ``labels``); ``finite.UNLABELLED`` (-1) where the
+        logits are not finite, never argmax(NaN) = 0."""
+        return decide(self.logits(windows, rr))[0]
 
     def step(self, u, const, state=None) -> np.ndarray:
         """One reservoir update ``(u [B, 1], const [B, K]) -> state [B, N]`` from ``state`` (or

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..bundle import load_bundle
 from ..errors import EdgeseqError
+from ..finite import decide
 from . import runtime_section
 
 TASK = "sequence"
@@ -124,10 +125,10 @@ class SequenceModel:
         return self._backend.run(x)
 
     def classify(self, X) -> np.ndarray:
-        """Class index per time step (names in ``labels``)."""
+        """Class index per time step (names in ``labels``); -1 where the outputs are not finite."""
         if not self.labels:
             raise EdgeseqError(f"bundle {self.path} is a regression model (no labels); use run()")
-        return np.argmax(self.run(X), axis=1)
+        return decide(self.run(X))[0]
 
     def reset(self) -> None:
         """Nothing to clear: every :meth:`run` starts from the zero state. Kept so code written

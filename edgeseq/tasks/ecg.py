@@ -144,8 +144,7 @@ def load_predictor(bundle_path):
     from ..runtime import load
 
     model = load(bundle_path, task=TASK)
-    # finite.decide, not the runtime's argmax: a NaN logit is an unlabelled beat, never "N".
-    return bundle, prep, lambda w, f: decide(model.logits(np.asarray(w, np.float32), np.asarray(f, np.float32)))[0]
+    return bundle, prep, lambda w, f: model.classify(np.asarray(w, np.float32), np.asarray(f, np.float32))
 
 
 def _default_eval_records(data_dir, trained: list[str]) -> tuple[list[str], bool]:
