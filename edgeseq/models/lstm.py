@@ -140,3 +140,55 @@ class LSTMStream:
             self.state[f"h{l}"], self.state[f"c{l}"] = h, c
             x = h
         return x
+
+
+# -- the description: what every export lowers (edgeseq/graph) ------------------------------------
+
+#: Activation widths of the int8 export, by measurement on the 50,977 DS1 beats (DS1 ``small``
+#: bundle): the pooled outputs int8; side features and the head's hidden layer int16 (int8 moved
+#: 13 and 8 labels more). The recurrence runs on int8 weights without activation rounding.
+BITS = {"last": 8, "mean": 8, "z": 16, "hid": 16}
+
+
+def describe(est: LSTMModel, T: int, F: int, form: str = "window"):
+    """The LSTM as a :class:`~edgeseq.graph.Graph`: ``window`` ``(window, rr) -> logits``, or one
+    ``step`` ``(u, rr, h0, c0, .., acc) -> (logits, <state>_out)`` whose logits after T steps from
+    zero equal the window's. Gates are stored ``i, f, o, g``: one sigmoid over the first 3H."""
+    from ..graph import Graph
+    from .neural import describe_head, describe_input
+
+    g = Graph(f"lstm_{form}")
+    H, L = est.hidden_size, est.n_layers
+    rows = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]  # PyTorch's i, f, g, o -> i, f, o, g
+    layers = [{"W": g.const(f"WihT{l}", Wih[rows].T, weight_axis=1), "R": g.const(f"WhhT{l}", Whh[rows].T, weight_axis=1),
+               "b": g.const(f"b{l}", b[rows])} for l, (Wih, Whh, b) in enumerate(map(est.layer_weights, range(L)))]
+    x, rr = describe_input(g, est, T, F, form)
+    top = form == "step"  # name the step graph's state outputs
+
+    def cell(b, x, acc, **st):
+        out = {}
+        for l, w in enumerate(layers):
+            h, c = st[f"h{l}"], st[f"c{l}"]
+            pre = b.add(b.fc(x, w["W"], w["b"]), b.fc(h, w["R"]))
+            sg, gg = b.split(pre, [3 * H, H], [None, None])
+            i, f, o = b.split(b.unary("sigmoid", sg), [H, H, H], [None] * 3)
+            c = b.add(b.mul(f, c), b.mul(i, b.unary("tanh", gg)), name=f"c{l}_out" if top else None)
+            x = out[f"h{l}"] = b.mul(o, b.unary("tanh", c), name=f"h{l}_out" if top else None)
+            out[f"c{l}"] = c
+        out["acc"] = b.add(acc, x, name="acc_out" if top else None)
+        return out
+
+    names = [f"{k}{l}" for l in range(L) for k in "hc"]
+    if form == "window":
+        zero = g.zeros(x, H)
+        end = g.loop(T, lambda b, x, **st: cell(b, x, **st), scan={"x": x}, state={k: zero for k in [*names, "acc"]},
+                     name="lstm")
+        g.nodes[-1].attrs["hint"] = {"lstm": {"layers": layers, "H": H, "gates": "ifog", "x": "lstm_x", "acc": "acc"}}
+        last, acc = end[f"h{L - 1}"], end["acc"]
+    else:
+        st = {k: g.input(k, H) for k in [*names, "acc"]}
+        out = cell(g, x, **st)
+        last, acc = out[f"h{L - 1}"], out["acc"]
+    describe_head(g, est, last, g.mul(acc, g.const("invT", 1.0 / T), name="mean_f"), rr, BITS)
+    g.output("logits", *([f"{k}_out" for k in [*names, "acc"]] if top else []))
+    return g

@@ -213,3 +213,32 @@ class NeuralSequenceModel(HyperParams):
     def n_params(self) -> int:
         return int(sum(getattr(self, k + "_").size for k in self.core_array_names())
                    + sum(getattr(self, k).size for k in ("head_W1_", "head_b1_", "head_W2_", "head_b2_")))
+
+
+# -- the description: what every export lowers (edgeseq/graph) ------------------------------------
+
+def describe_input(g, est, T: int, F: int, form: str):
+    """The inputs of a window or step graph: ``(x, rr)`` with ``x`` already ``* in_scale``:
+    ``[B, T, D]`` for a window (``window`` is ``[B, T]`` for one channel), ``[B, D]`` for a step."""
+    D = len(est.in_scale_)
+    scale = g.const("in_scale", est.in_scale_)
+    if form == "window":
+        w = g.input("window", T) if D == 1 else g.input("window", T, D)
+        x = g.mul(g.reshape(w, T, D), scale, name="x_f")
+    else:
+        x = g.mul(g.input("u", D), scale, name="x_f")
+    return x, (g.input("rr", F) if F else None)
+
+
+def describe_head(g, est, last: str, mean: str, rr, bits: dict) -> str:
+    """``logits = relu([last, mean, z] @ W1 + b1) @ W2 + b2``, each input of a product at the
+    width ``bits`` gives it (the family's measured plan; ``z`` is clipped, so its range is fixed)."""
+    feats = [g.q(last, bits["last"], name="last"), g.q(mean, bits["mean"], name="mean")]
+    if rr is not None:
+        z = g.clip(g.mul(g.sub(rr, g.const("side_center", est.side_center_)), g.const("side_scale", est.side_scale_)),
+                   -SIDE_CLIP, SIDE_CLIP, name="z_f")
+        feats.append(g.q(z, bits["z"], SIDE_CLIP / (2 ** (bits["z"] - 1) - 1), name="z"))
+    hid = g.unary("relu", g.fc(g.concat(feats), g.const("head_W1", est.head_W1_, weight_axis=1),
+                               g.const("head_b1", est.head_b1_)), name="hid_f")
+    return g.fc(g.q(hid, bits["hid"], name="hid"), g.const("head_W2", est.head_W2_, weight_axis=1),
+                g.const("head_b2", est.head_b2_), name="logits")

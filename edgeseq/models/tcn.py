@@ -168,3 +168,63 @@ class TCNStream:
             x = relu(y) + m._residual(l, x)
         self.t += 1
         return x
+
+
+# -- the description: what every export lowers (edgeseq/graph) ------------------------------------
+
+def bits(L: int) -> dict:
+    """Activation widths of the int8 export, by measurement on the 50,977 DS1 beats (DS1 ``small``
+    bundle): the residual stream ``h{l}`` (every block's input, summed over all blocks), the input,
+    the last output and the head's hidden layer int16 (each alone at int8 moved 9 to 40 labels
+    more); the ReLU branches int8 but for the middle blocks 3 .. L-2, whose int8 pushed beats into
+    the 8-beat Q class; the projection, mean and side features int8."""
+    out = {"x": 16, "res0": 8, "last": 16, "mean": 8, "z": 8, "hid": 16}
+    for l in range(L):
+        out.update({f"r{l}": 16 if 3 <= l < L - 1 else 8, f"h{l}": 16})
+    return out
+
+
+def describe(est: TCNModel, T: int, F: int, form: str = "window"):
+    """The TCN as a :class:`~edgeseq.graph.Graph`: ``window`` ``(window, rr) -> logits`` (causal
+    dilated convolutions), or one ``step`` ``(u, rr, buf0 .., acc) -> (logits, <state>_out)``:
+    ``buf{l}`` holds block l's last ``(K-1) 2**l`` inputs, oldest first, and shifts by one row a
+    step (a copy of a few kB; the taps are fixed slices, so no position counter)."""
+    from ..graph import Graph
+    from .neural import describe_head, describe_input
+
+    g = Graph(f"tcn_{form}")
+    L, K, C, D = est.n_blocks, est.kernel_size, est.hidden_size, len(est.in_scale_)
+    B = bits(L)
+    x_f, rr = describe_input(g, est, T, F, form)
+    h = g.q(x_f, B["x"], name="x")
+    step = form == "step"
+    if step:
+        acc = g.input("acc", C)
+    for l in range(L):
+        W, d, cin = getattr(est, f"tcn_W{l}_"), est.dilation(l), C if l else D
+        bias = g.const(f"b{l}", getattr(est, f"tcn_b{l}_"))
+        if step:  # taps j d steps back, j = 0..K-1, against W[:, :, K-1-j]
+            n, buf = (K - 1) * d, g.input(f"buf{l}", (K - 1) * d, cin)
+            taps = [h] + [g.reshape(g.slice(buf, n - j * d, 1), cin) for j in range(1, K)]
+            Wt = g.const(f"Wt{l}", np.concatenate([W[:, :, K - 1 - j].T for j in range(K)]), weight_axis=1)
+            y = g.fc(g.concat(taps), Wt, bias)
+            if n > 1:
+                g.concat([g.slice(buf, 1, n - 1), g.reshape(h, 1, cin)], axis=1, name=f"buf{l}_out")
+            else:
+                g.reshape(h, 1, cin, name=f"buf{l}_out")
+        else:
+            y = g.conv(h, g.const(f"W{l}", W, weight_axis=0), bias, d)
+        r = g.q(g.unary("relu", y), B[f"r{l}"], name=f"r{l}")
+        res = h
+        if l == 0 and est.has_projection:
+            res = g.q(g.fc(h, g.const("PT", est.tcn_P_.T, weight_axis=1), g.const("pb", est.tcn_pb_)), B["res0"],
+                      name="res0")
+        h = g.q(g.add(r, res), B[f"h{l}"], name=f"h{l}")
+    if step:
+        mean = g.mul(g.add(acc, h, name="acc_out"), g.const("invT", 1.0 / T), name="mean_f")
+        describe_head(g, est, h, mean, rr, B)
+        g.output("logits", *[f"buf{l}_out" for l in range(L)], "acc_out")
+    else:
+        describe_head(g, est, g.take(h, T - 1), g.mean(h, name="mean_f"), rr, B)
+        g.output("logits")
+    return g
