@@ -308,7 +308,7 @@ def _consistent(root: Path, m: dict) -> None:
         if not shape or shape[-1] != n:
             raise EdgeseqError(f"bundle {root}: {n} labels, but the model's {out} has shape {shape} "
                                f"({shape[-1] if shape else 0} outputs)")
-    check = SHAPE_CHECKS.get((m["task"], m["model"]["kind"]))
+    check = None if rt else SHAPE_CHECKS.get((m["task"], m["model"]["kind"]))  # an export keeps no weights
     if check:
         problem = check(m["model"]["params"], {k: v["shape"] for k, v in m["model"]["arrays"].items()})
         if problem:
@@ -318,10 +318,9 @@ def _consistent(root: Path, m: dict) -> None:
     for key in ("model", "step"):
         if key in rt and rt[key] not in files:
             raise EdgeseqError(f"bundle {root}: runtime.{key} {rt[key]!r} is not listed in files")
-    if n:
-        for name, spec in rt["outputs"].items():
-            last = spec["shape"][-1]
-            if last != n:
+    for io in ("outputs", "step_outputs"):  # the model's outputs; <state>_out are its states
+        for name, spec in rt.get(io, {}).items():
+            if n and not name.endswith("_out") and spec["shape"][-1] != n:
                 raise EdgeseqError(f"bundle {root}: {n} labels, but runtime output {name} has shape "
                                    f"{spec['shape']}")
 

@@ -222,49 +222,25 @@ def _cv_balance(args) -> int:
 
 def cmd_export(args) -> int:
     from .bundle import check_bundle_target, read_manifest
-    from .export.onnx import export_esn_onnx
+    from .export import export
+    from .models import family
 
     manifest = read_manifest(args.bundle)
     check_bundle_target(args.out)
     if "runtime" in manifest:
         raise EdgeseqError(f"bundle {args.bundle} is already exported ({manifest['runtime'].get('format')}); "
                            "export the training bundle it came from")
-    # Sequence models: from edgeseq.from_reservoirpy, and the balance window ESNs.
-    if manifest["model"].get("kind") == "reservoirpy" or manifest.get("task") == "balance":
-        if manifest["model"].get("kind") in ("lstm", "tcn"):
-            raise EdgeseqError(f"bundle {args.bundle}: balance {manifest['model']['kind']} bundles are not "
-                               "exportable yet (the exporters take one-channel beat windows); `edgeseq serve` "
-                               "runs this training bundle on the numpy reference")
-        if args.int8:
-            raise EdgeseqError(f"{manifest.get('task')} bundles export to float32 only, for now")
-        if args.format == "tflite":
-            from .export.tflite_sequence import export_sequence_tflite as export_sequence
-        else:
-            from .export.onnx_sequence import export_sequence_onnx as export_sequence
-        out = export_sequence(args.bundle, args.out)
-        print(f"exported float32 {args.format} sequence bundle: {out}")
-        return 0
     calibration = None
-    if args.int8:
-        if not args.calibration:
-            raise EdgeseqError("--int8 needs --calibration DIR: real beats set the activation ranges")
-        from .data.mitdb import parse_records, select_records
+    if args.int8 and args.calibration:
+        calibration = Path(args.calibration)
+        if family(manifest).interface == "beats":
+            from .data.mitdb import parse_records, select_records
 
-        calibration = (Path(args.calibration), select_records(args.calibration, parse_records(args.records)))
-    neural = manifest["model"].get("kind") in ("lstm", "tcn")
-    if args.format == "tflite":
-        if neural:
-            from .export.tflite_neural import export_neural_tflite as export
-        else:
-            from .export.tflite import export_esn_tflite as export
-    elif neural:
-        from .export.onnx_neural import export_neural_onnx as export
-    else:
-        export = export_esn_onnx
-    out = export(args.bundle, args.out, int8=args.int8, calibration=calibration)
-    model = read_manifest(out)["runtime"]["model"]
-    size = (out / model).stat().st_size
-    print(f"exported {'int8' if args.int8 else 'float32'} {args.format} bundle: {out} ({model} {size} bytes)")
+            calibration = (calibration, select_records(args.calibration, parse_records(args.records)))
+    out = export(args.bundle, args.out, fmt=args.format, int8=args.int8, calibration=calibration)
+    files = read_manifest(out)["files"]
+    sizes = ", ".join(f"{k} {v['bytes']:,} bytes" for k, v in files.items())
+    print(f"exported {'int8' if args.int8 else 'float32'} {args.format} bundle: {out} ({sizes})")
     return 0
 
 
@@ -393,8 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("bundle", metavar="BUNDLE", help="trained bundle directory")
     x.add_argument("--format", choices=["onnx", "tflite"], default="onnx", help="model format (default onnx)")
     x.add_argument("--int8", action="store_true",
-                   help="int8 weights with int16 activations, calibrated on real beats")
-    x.add_argument("--calibration", metavar="DIR", help="WFDB records for int8 calibration")
+                   help="int8 weights per channel; the activations the model family marks at int8/int16, "
+                        "their ranges calibrated on real inputs")
+    x.add_argument("--calibration", metavar="DIR", help="int8 calibration data: WFDB records (ECG), the balance "
+                   "data set (balance), a .npy of inputs (sequence; only for unbounded activations)")
     x.add_argument("--records", metavar="LIST",
                    help="calibration records (default: the DS1 records present in DIR)")
     x.add_argument("--out", required=True, metavar="OUT", help="exported bundle directory to write")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bundle import load_bundle, read_manifest
+from ..bundle import read_manifest
 from ..errors import EdgeseqError
 from ..finite import UNLABELLED, decide
 from .tracker import Block
@@ -96,18 +96,9 @@ class EcgPipeline(_Base):
 
     @staticmethod
     def _model(path, threads):
-        m = read_manifest(path)
-        if "runtime" in m:
-            from ..runtime import load
+        from ..runtime import load
 
-            model = load(path, task="ecg", threads=threads)
-            return model.logits
-        # A training bundle runs on the numpy reference: slower, but no export step needed.
-        from ..models import model_class
-
-        b = load_bundle(path, task="ecg")
-        est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], b.arrays)
-        return est.decision_function
+        return load(path, task="ecg", threads=threads).logits  # exported, or the numpy interpreter
 
     def restart(self) -> list[Prediction]:
         """The device restarted its stream: close this one (its pending beat is lost) and begin anew."""
@@ -198,21 +189,14 @@ class WindowPipeline(_Base):
             self.hop = max(1, int(round((hop_s or window_s or 1.0) * self.sample_rate)))
             self._inputs = lambda raw: raw.astype(np.float32)
             self.channels = int(params["inputs"])
-        if m["model"].get("kind") in ("lstm", "tcn") and "runtime" not in m:
-            # A trained LSTM/TCN balance bundle: one prediction per window from the numpy reference.
-            from ..models import model_class
+        from ..runtime import load
 
-            est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], load_bundle(bundle_path).arrays)
-            self._run = lambda X: est.decision_function(X[None])
+        model = load(bundle_path, threads=threads)  # exported, or the numpy interpreter
+        if model.runtime["interface"] == "sequence":  # each window from the initial state
+            self._run = lambda X: model.run(X.astype(np.float32), model.initial_state())
+        else:  # a window model: one output per window
+            self._run = lambda X: model.logits(X[None].astype(np.float32))
             self._mean_output = False
-        elif "runtime" in m:
-            from ..runtime import load
-
-            self._run = load(bundle_path, threads=threads).run
-        else:
-            from ..runtime.sequence import SequenceReference
-
-            self._run = SequenceReference.from_bundle(bundle_path, dtype=np.float32).run
         if self.channel is not None and self.channels != 1:
             raise EdgeseqError(f"--channel picks one channel, but bundle {bundle_path} takes {self.channels}")
         self.restart()

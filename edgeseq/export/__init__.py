@@ -1,12 +1,30 @@
-"""Host-side exporters of trained bundles to device runtimes (ONNX, TFLite)."""
+"""Export: a trained bundle -> a bundle a device runtime loads. The flow, top to bottom::
+
+    family description (edgeseq/models, ``Family.describe``): the window and the step graph
+      -> int8 only: calibration ranges and the integer form (edgeseq/graph/quantize.py)
+      -> one lowering per format (export/onnx.py, export/tflite.py)
+      -> the bundle: the source manifest + a ``runtime`` section, the model files, the initial
+         states a run starts from, and nothing else (no float weights beside an int8 model).
+
+Forms (by measurement, ``tools/bench/export_forms.py``): ONNX runs loops as a Scan (the LSTM as
+its fused op); TFLite unrolls a float loop (faster) and runs an int8 one as a WHILE over one
+stored step (smaller); a TFLite sequence model of any length is its step graph, looped by the
+runtime. Host side: ``onnx``/``ai-edge-litert`` are imported by the lowerings.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from ..bundle import Bundle, load_bundle
+import numpy as np
+
+from ..bundle import WEIGHTS, Bundle, load_bundle, sha256_file, write_bundle
 from ..errors import EdgeseqError
+from ..finite import require_finite
 
 
 def source_bundle(bundle_path, out_dir=None, task: str | None = None) -> tuple[Path, Bundle, dict]:
@@ -21,3 +39,138 @@ def source_bundle(bundle_path, out_dir=None, task: str | None = None) -> tuple[P
     if "runtime" in manifest:
         raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
     return src, bundle, manifest
+
+
+def _onnx(g, int8: bool) -> bytes:
+    from .onnx_lower import to_onnx
+
+    return to_onnx(g).SerializeToString()
+
+
+def _tflite(g, int8: bool) -> bytes:
+    from .tflite_lower import to_tflite
+
+    return to_tflite(g, loop="while" if int8 else "unroll", description=f"edgeseq {g.name}")
+
+
+def _dynamic(g) -> bool:
+    return any(n.op == "loop" and n.attrs["steps"] is None for n in g.nodes)
+
+
+@dataclass(frozen=True)
+class Format:
+    suffix: str
+    lower: Callable
+    takes: Callable  # graph -> whether this format has a form for it
+    forms: Callable  # int8 -> {"model": form, "step": form} for the manifest
+
+
+FORMATS = {
+    "onnx": Format("onnx", _onnx, lambda g: True, lambda int8: {"model": "scan", "step": "graph"}),
+    "tflite": Format("tflite", _tflite, lambda g: not _dynamic(g),
+                     lambda int8: {"model": "while" if int8 else "unrolled", "step": "graph"}),
+}
+
+
+# -- calibration inputs, by the runtime interface of the family ------------------------------------
+
+def _calibration_beats(calibration, manifest, limit=2000):
+    """The beats int8 ranges are calibrated on: ``(windows, rr)`` arrays or ``(data_dir, records)``
+    to read. No beat, or a non-finite value, is one line here, not a quantiser dividing by an
+    empty or infinite range."""
+    a, b = calibration
+    if isinstance(a, np.ndarray):
+        windows, rr = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        where = "calibration arrays"
+    else:
+        from ..preprocess.ecg import EcgPreprocessing
+        from ..tasks.ecg import load_beats
+        beats = load_beats(a, list(b), EcgPreprocessing.from_config(manifest["preprocessing"]), progress=False)
+        windows, rr = beats.windows, beats.rr
+        where = f"--calibration {a}: records {', '.join(b)}"
+    if len(windows) == 0:
+        raise EdgeseqError(f"{where} hold no usable beats to calibrate int8 ranges on")
+    require_finite(windows, "calibration beat windows")
+    require_finite(rr, "calibration RR features")
+    if len(windows) > limit:  # an even spread over records, not the first record only
+        idx = np.linspace(0, len(windows) - 1, limit).astype(np.int64)
+        windows, rr = windows[idx], rr[idx]
+    return [{"window": windows[i:i + 250], "rr": rr[i:i + 250]} for i in range(0, len(windows), 250)]
+
+
+def _calibration_windows(calibration, manifest, limit=2000):
+    """Balance windows ``[B, T, D]``: an array, or the data directory of the bundle's task."""
+    X = calibration
+    if not isinstance(X, np.ndarray):
+        from ..preprocess.balance import BalancePreprocessing
+        from ..tasks.balance import load_windows
+        X = load_windows(calibration, BalancePreprocessing.from_config(manifest["preprocessing"]),
+                         manifest["target"], progress=False).X
+    X = require_finite(np.asarray(X, np.float32), "calibration windows")
+    if not len(X):
+        raise EdgeseqError("the calibration data hold no windows")
+    return X[np.linspace(0, len(X) - 1, min(limit, len(X))).astype(np.int64)]
+
+
+def _sequence_feeds(calibration, manifest, init: dict):
+    X = np.load(calibration) if isinstance(calibration, (str, Path)) and str(calibration).endswith(".npy") \
+        else _calibration_windows(calibration, manifest) if manifest["task"] == "balance" else calibration
+    X = require_finite(np.asarray(X, np.float32), "calibration inputs")
+    X = X[None] if X.ndim == 2 else X
+    return [{"x": x, **{k: np.broadcast_to(v, (len(x), len(v))) for k, v in init.items()}}
+            for x in (X[i:i + 64] for i in range(0, len(X), 64))]
+
+
+CALIBRATION = {
+    "beats": lambda c, m, init: _calibration_beats(c, m),
+    "windows": lambda c, m, init: [{"window": x} for x in np.array_split(_calibration_windows(c, m), 8)],
+    "sequence": _sequence_feeds,
+}
+
+
+# -- the exported bundle ---------------------------------------------------------------------------
+
+def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=None) -> Path:
+    """Export the trained bundle at ``bundle_path`` to ``out_dir`` in ``fmt`` (``FORMATS``),
+    float32 or int8. ``calibration`` (int8, when the description leaves ranges open): for beat
+    models ``(windows, rr)`` or ``(data_dir, records)``; for balance models windows or the data
+    directory; for sequence models inputs ``(T, D)`` or a ``.npy`` file of them."""
+    from ..graph.quantize import calibrate, plan, quantize
+    from ..models import family
+    from ..runtime import contract
+
+    if fmt not in FORMATS:
+        raise EdgeseqError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+    src, bundle, manifest = source_bundle(bundle_path, out_dir)
+    fam = family(manifest)
+    graphs = {form: fam.describe(manifest, bundle.arrays, form) for form in ("window", "step")}
+    init = fam.initial(bundle.arrays)
+    if int8:
+        g = graphs["window"]
+        ranges, n = {}, 0
+        if any(node.op == "q" and node.attrs["fixed"] is None for node in g.walk()):
+            if calibration is None:
+                raise EdgeseqError("int8 export of this model needs calibration data (--calibration): "
+                                   "real inputs set its activation ranges")
+            feeds = CALIBRATION[fam.interface](calibration, manifest, init)
+            n = sum(len(next(iter(f.values()))) for f in feeds)  # windows, or sequences
+            ranges = calibrate(g, feeds)
+        graphs = {k: quantize(v, ranges) for k, v in graphs.items()}
+    fmt_ = FORMATS[fmt]
+    with tempfile.TemporaryDirectory(prefix="edgeseq_export_") as work:
+        files, paths = {}, {}
+        for key, form in (("model", "window"), ("step", "step")):
+            if fmt_.takes(graphs[form]):
+                files[key] = f"{key}.{fmt_.suffix}"
+                paths[files[key]] = Path(work) / files[key]
+                paths[files[key]].write_bytes(fmt_.lower(graphs[form], int8))
+        rt = {"format": fmt, "precision": "int8" if int8 else "float32", **files,
+              "graph_form": {k: v for k, v in fmt_.forms(int8).items() if k in files},
+              **contract(graphs, fam.interface)}
+        if "model" not in files:
+            del rt["inputs"], rt["outputs"]
+        rt["source_sha256"] = sha256_file(src / manifest["model"].get("weights", WEIGHTS))
+        if int8:
+            rt["quantization"] = {**plan(graphs["window"]), "calibration_inputs": n}
+        manifest["runtime"] = rt
+        return write_bundle(Path(out_dir), manifest, init, files=paths)

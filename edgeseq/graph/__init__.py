@@ -221,3 +221,17 @@ class Graph:
             if n.op == "loop":
                 yield from n.attrs["body"].walk()
             yield n
+
+
+def macs(g: Graph) -> int:
+    """Multiply-accumulates of one run of ``g`` for one batch row: products and convolutions, a
+    loop's body once per step (once in all when its length is only known at run time)."""
+    total = 0
+    for n in g.nodes:
+        if n.op == "loop":
+            total += macs(n.attrs["body"]) * (n.attrs["steps"] or 1)
+        elif n.op in ("fc", "conv"):
+            w = g.shapes[n.inputs[1]]
+            rows = int(np.prod([d or 1 for d in g.shapes[n.outputs[0]][1:-1]]))
+            total += rows * int(np.prod(w))
+    return total

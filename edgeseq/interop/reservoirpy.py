@@ -18,9 +18,10 @@ Supported subset (anything else raises :class:`EdgeseqError` naming what is not 
 - every connection without delay: no feedback (``readout << res``, ``ESN(feedback=True)``), no
   delayed links (``a >> 2 >> b``), no noise terms, one output node.
 
-State: the bundle runs every sequence from the zero reservoir state, like reservoirpy's ``run``
-after ``model.reset()``. The model's state at export time is NOT stored; for an output equal to
-reservoirpy's, reset the model before ``run``.
+State: reservoirpy's ``run`` continues from the state the last call (or ``fit``) left. The bundle
+records that state as ``x0`` by default, so its first run equals reservoirpy's next ``run`` call;
+``initial_state="zero"`` records zeros instead (reservoirpy's ``run`` after ``model.reset()``).
+Either way the runtime carries the state from one ``run`` call to the next, as reservoirpy does.
 
 Arrays are stored as float32: ``W`` (N, N), ``Win`` (N, D), ``bias`` (N,), ``lr`` (N,),
 ``Wout`` (N [+ D], O) with the reservoir-state rows first and the input rows (when the input feeds
@@ -36,9 +37,7 @@ import numpy as np
 
 from ..bundle import write_bundle
 from ..errors import EdgeseqError
-from ..runtime.sequence import SequenceReference
-
-__all__ = ["from_reservoirpy", "extract", "SequenceReference"]
+__all__ = ["from_reservoirpy", "extract"]
 
 
 def _rpy():
@@ -75,7 +74,7 @@ def _name(node) -> str:
 def extract(model) -> tuple[dict, dict]:
     """The float64 arrays and the params of a supported reservoirpy model (see module doc).
 
-    ``SequenceReference(*extract(model)).run(X)`` equals ``model.run(X)`` on a reset model.
+    ``x0`` is the reservoir's current state (zeros if it has none yet).
     """
     Model, Node, Input, Reservoir, Ridge, af = _rpy()
     if isinstance(model, Node):
@@ -192,11 +191,16 @@ def extract(model) -> tuple[dict, dict]:
     to_readout = "x" in rdo_parts
     Wout = np.concatenate([Wout_s, Wout_x]) if to_readout else Wout_s
 
-    arrays = {"W": W, "Win": Win, "bias": bias, "lr": lr, "Wout": Wout, "bout": bout}
+    state = getattr(res, "state", None)
+    x0 = np.zeros(N) if not isinstance(state, dict) or state.get("out") is None else \
+        _dense(state["out"], "reservoir state").reshape(-1)
+    if x0.shape != (N,):
+        raise EdgeseqError(f"reservoir state has shape {x0.shape}, expected ({N},)")
+    arrays = {"W": W, "Win": Win, "bias": bias, "lr": lr, "Wout": Wout, "bout": bout, "x0": x0}
     params = {"units": int(N), "inputs": int(D), "outputs": int(O), "activation": act,
               "lr": float(lr[0]) if scalar_lr else "per-unit", "input_to_readout": bool(to_readout),
               "readout_rows": ["state", "input"] if to_readout else ["state"],
-              "initial_state": "zero",
+              "initial_state": "reservoir",
               "source": {"library": "reservoirpy", "version": _version(),
                          "reservoir": {"sr": _num(getattr(res, "sr", None)),
                                        "input_scaling": _num(getattr(res, "input_scaling", None))},
@@ -218,13 +222,20 @@ def _num(v):
     return float(a) if a.ndim == 0 else a.tolist()
 
 
-def from_reservoirpy(model, out_dir, *, sample_rate=None, labels=None) -> Path:
+def from_reservoirpy(model, out_dir, *, sample_rate=None, labels=None, initial_state: str = "reservoir") -> Path:
     """Write a float SEQUENCE bundle (regression, or per-step classification when ``labels`` names
-    the outputs) from a trained reservoirpy model; ``edgeseq export`` turns it into ONNX.
+    the outputs) from a trained reservoirpy model; ``edgeseq export`` turns it into ONNX or TFLite.
 
-    ``sample_rate`` (Hz) is recorded for the user's tooling only; the model does not use it.
+    ``initial_state``: ``"reservoir"`` (the reservoir's current state: the bundle's first run
+    equals reservoirpy's next ``run``) or ``"zero"``. ``sample_rate`` (Hz) is recorded for the
+    user's tooling only; the model does not use it.
     """
+    if initial_state not in ("reservoir", "zero"):
+        raise EdgeseqError(f"initial_state must be 'reservoir' or 'zero', not {initial_state!r}")
     arrays, params = extract(model)
+    if initial_state == "zero":
+        arrays["x0"] = np.zeros_like(arrays["x0"])
+    params["initial_state"] = initial_state
     if sample_rate is not None:
         try:
             sample_rate = float(sample_rate)

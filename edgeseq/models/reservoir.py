@@ -75,6 +75,6 @@ def describe(arrays: dict, params: dict, form: str = "window"):
     return g
 
 
-def initial_state(arrays: dict) -> np.ndarray:
-    """The state a run starts from: ``x0`` when the bundle has one, else zeros."""
-    return np.asarray(arrays.get("x0", np.zeros(len(arrays["W"]))), np.float32)
+def initial_state(arrays: dict) -> dict:
+    """``{"s": the state a run starts from}``: ``x0`` when the bundle has one, else zeros."""
+    return {"s": np.asarray(arrays.get("x0", np.zeros(len(arrays["W"]))), np.float32)}

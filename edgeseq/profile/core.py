@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import load_bundle, read_manifest
+from ..models import family
 from ..errors import EdgeseqError
 
 RUNTIMES = ("onnx", "tflite", "tflm", "numpy")
@@ -42,14 +43,6 @@ METRICS = (
 
 # ---- what the bundle is --------------------------------------------------------------------
 
-def _manifest_kind(m: dict) -> str:
-    if m.get("task") == "ecg":
-        return "ecg"
-    if m.get("task") in ("sequence", "balance"):
-        return "sequence"
-    raise EdgeseqError(f"no profile for task {m.get('task')!r} bundles (known: ecg, balance, sequence)")
-
-
 def _window_shape(m: dict, root: Path, window_steps: int | None) -> tuple[int, int, int]:
     """(steps per window, inputs per step, raw samples per window)."""
     if m["task"] == "ecg":
@@ -68,38 +61,14 @@ def _window_shape(m: dict, root: Path, window_steps: int | None) -> tuple[int, i
     return T, D, T
 
 
-def _neural_stats(m: dict, arrays: dict, steps: int) -> dict:
-    """LSTM/TCN: the core's MACs every step, the head's once per window."""
-    kind = m["model"]["kind"]
-    names = [k for k in arrays if k.startswith(("lstm_", "tcn_", "head_"))]
-    params = sum(int(np.size(arrays[k])) for k in names)
-    nonzero = sum(int(np.count_nonzero(arrays[k])) for k in names)
-    # every weight matrix of the core is used once per step (TCN: all K taps of every block)
-    core = sum(int(np.size(arrays[k])) for k in names
-               if k.startswith(("lstm_Wih", "lstm_Whh", "tcn_W", "tcn_P")))
-    head = int(np.size(arrays["head_W1"]) + np.size(arrays["head_W2"]))
-    width = arrays["lstm_Whh0"].shape[1] if kind == "lstm" else arrays["tcn_W0"].shape[0]
-    return {"params": params, "nonzero_params": nonzero, "units": int(width), "macs_per_step": core,
-            "macs_per_window": steps * core + head}
-
-
-def model_stats(m: dict, arrays: dict, steps: int) -> dict:
-    """Parameters (every weight the runtime multiplies or adds, dense as exported), nonzeros, and
-    multiply-accumulates per step and per window."""
-    if m["model"].get("kind") in ("lstm", "tcn"):
-        return _neural_stats(m, arrays, steps)
-    W, Win, Wout = arrays["W"], arrays["Win"], arrays["Wout"]
-    N = W.shape[0]
-    params = sum(int(np.size(arrays[k])) for k in ("W", "Win", "bias", "Wout", "bout") if k in arrays)
-    nonzero = sum(int(np.count_nonzero(arrays[k])) for k in ("W", "Win", "bias", "Wout", "bout") if k in arrays)
-    reservoir = N * N + N * Win.shape[1]
-    if m["task"] == "ecg":
-        step, window = reservoir, steps * reservoir + Wout.size  # one readout per beat
-    else:
-        step = reservoir + Wout.size  # the sequence graph reads out at every step
-        window = steps * step
-    return {"params": params, "nonzero_params": nonzero, "units": int(N), "macs_per_step": int(step),
-            "macs_per_window": int(window)}
+def model_stats(rt: dict, steps: int) -> dict:
+    """Parameters (every stored weight, dense as exported), nonzeros, and multiply-accumulates per
+    step and per window, as the family's description counts them (``runtime.contract``); a
+    sequence model's window is ``steps`` steps."""
+    macs = rt["macs"]
+    window = macs["step"] * steps if rt["interface"] == "sequence" else macs["model"]
+    return {"params": rt["params"], "nonzero_params": rt["nonzero_params"], "units": rt["units"],
+            "macs_per_step": macs["step"], "macs_per_window": window}
 
 
 def _files(root: Path, m: dict) -> dict:
@@ -111,114 +80,61 @@ def _files(root: Path, m: dict) -> dict:
 
 # ---- runners: one window, one step ----------------------------------------------------------
 
+def _random(spec: dict, steps: int, rng) -> np.ndarray:
+    """An input of one window (batch 1, ``steps`` for a dynamic time axis): rr-like values around 1
+    for held side features, signal-like values otherwise."""
+    shape = [1 if d == "B" else steps if d == "T" else int(d) for d in spec["shape"]]
+    return rng.normal(0, 0.3, shape).astype(np.float32)
+
+
 class _Runner:
-    batched = None  # callable running a batch of windows, when the model takes one
+    batched = None  # (callable running a batch of windows, its size), when the model takes one
 
     def __init__(self, root: Path, m: dict, runtime: str, threads: int, steps: int, D: int):
         rng = np.random.default_rng(0)
-        self.ecg = m["task"] == "ecg"
-        if self.ecg:
-            F = len(m["preprocessing"].get("rr_features", [])) or 9
-            w, r = rng.normal(0, 0.3, (1, steps)).astype(np.float32), rng.uniform(0.5, 1.5, (1, 9)).astype(np.float32)
-            self.F = F
-            if runtime == "numpy":
-                from ..models import model_class
+        if runtime == "tflm":
+            self._tflm(root, m, steps, rng)
+            return
+        from ..runtime import load
 
-                b = load_bundle(root, task="ecg")
-                est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], b.arrays)
-                self.window = lambda: est.decision_function(w, r)
-                if hasattr(est, "stream"):  # LSTM/TCN: one sample through the step form
-                    stream, u1 = est.stream(1), np.array([[0.1]], np.float32)
-                    self.step = lambda: stream.push(u1)
-                else:
-                    W, Win, bias, lr = est.W_.astype(np.float32), est.Win_.astype(np.float32), \
-                        est.bias_.astype(np.float32), np.float32(est.lr)
-                    x = np.zeros(W.shape[0], np.float32)
-                    u = np.concatenate([[0.1], np.ones(Win.shape[1] - 1)]).astype(np.float32)
-                    self.step = lambda: (1 - lr) * x + lr * np.tanh(W @ x + Win @ u + bias)
-                wb, rb = np.repeat(w, 256, 0), np.repeat(r, 256, 0)
-                self.batched = (lambda: est.decision_function(wb, rb), 256)
-            elif runtime == "tflm":
-                self._tflm_ecg(root, m, w, r)
-            else:
-                from ..runtime import load
-
-                model = load(root, task="ecg", threads=threads)
-                u = np.array([[0.1]], np.float32)
-                self.window = lambda: model.logits(w, r)
-                if hasattr(model, "initial_state"):  # LSTM/TCN: named states kept by the model
-                    self.step = lambda: model.step(u)
-                else:
-                    c = np.ones((1, model._K or 4), np.float32)
-                    self.step = lambda: model.step(u, c)
-                wb, rb = np.repeat(w, 256, 0), np.repeat(r, 256, 0)
-                self.batched = (lambda: model.logits(wb, rb), 256)
-        else:
+        model = load(root, threads=threads)
+        rt = model.runtime
+        self.rt = rt
+        held = {k: np.abs(_random(rt["step_inputs"][k], steps, rng)) + 0.5 for k in model.held}
+        state = model.initial_state(1, **held)
+        u = _random(rt["step_inputs"][model.sample_input], steps, rng)
+        self.step = lambda: model.step(u, state)
+        if rt["interface"] == "sequence":
             X = rng.normal(0, 0.5, (steps, D)).astype(np.float32)
-            if runtime == "numpy":
-                from ..runtime.sequence import SequenceReference
+            self.window = lambda: model.run(X, state)
+            return
+        xs = [np.abs(_random(v, steps, rng)) + 0.5 if k in held else _random(v, steps, rng)
+              for k, v in rt["inputs"].items()]
+        self.window = lambda: model.logits(*xs)
+        big = [np.repeat(x, 256, 0) for x in xs]
+        self.batched = (lambda: model.logits(*big), 256)
 
-                run = SequenceReference.from_bundle(root, dtype=np.float32).run
-            elif runtime == "tflm":
-                run = self._tflm_sequence(root, m, D)
-            else:
-                from ..runtime import load
-
-                run = load(root, threads=threads).run
-            self.window = lambda: run(X)
-            self.step = lambda: run(X[:1])
-
-    def _tflm_ecg(self, root, m, w, r):
+    def _tflm(self, root: Path, m: dict, steps: int, rng):
+        """Every input of the window and step files, in file order, through tflite-micro."""
         from .tflm import open_tflm
 
-        rt = m["runtime"]
-        it = open_tflm(root / rt["model"])
-        order = [w if tuple(d["shape"])[-1] == w.shape[1] else r for d in it.inputs]
+        self.rt = rt = m["runtime"]
+        for key, attr in (("model", "window"), ("step", "step")):
+            if not rt.get(key):
+                continue
+            it = open_tflm(root / rt[key])
+            feed = [rng.normal(0, 0.3, tuple(d["shape"])).astype(d.get("dtype", np.float32)) for d in it.inputs]
 
-        def window():
-            for i, x in enumerate(order):
-                it.set_input(x, i)
-            it.invoke()
-            return it.get_output(0)
-
-        self.window = window
-        st = open_tflm(root / rt["step"])
-        # an integer input is a ring-buffer position (TCN): 0 is valid
-        feed = [np.full(tuple(d["shape"]), 0.1 if np.dtype(d.get("dtype", np.float32)).kind == "f" else 0,
-                        d.get("dtype", np.float32)) for d in st.inputs]
-
-        def step():
-            for i, x in enumerate(feed):
-                st.set_input(x, i)
-            st.invoke()
-            return st.get_output(0)
-
-        self.step = step
-
-    def _tflm_sequence(self, root, m, D):
-        from .tflm import open_tflm
-
-        it = open_tflm(root / m["runtime"]["model"])
-        shapes = [tuple(d["shape"]) for d in it.inputs]
-        x_i = next(i for i, s in enumerate(shapes) if s[-1] == D)
-        s_i = 1 - x_i
-        N = shapes[s_i][-1]
-        outs = [tuple(d["shape"]) for d in it.outputs]
-        so_i = next(i for i, s in enumerate(outs) if s[-1] == N)
-        y_i = 1 - so_i if len(outs) > 1 else 0
-
-        def run(X):
-            s = np.zeros((1, N), np.float32)
-            Y = []
-            for t in range(len(X)):
-                it.set_input(X[t:t + 1], x_i)
-                it.set_input(s, s_i)
+            def call(it=it, feed=feed):
+                for i, x in enumerate(feed):
+                    it.set_input(x, i)
                 it.invoke()
-                s = it.get_output(so_i).copy()
-                Y.append(it.get_output(y_i).copy())
-            return np.concatenate(Y)
+                return it.get_output(0)
 
-        return run
+            setattr(self, attr, call)
+        if not rt.get("model"):  # a sequence of steps: the window is the step looped
+            step = self.step
+            self.window = lambda: [step() for _ in range(steps)]
 
 
 def _import_runtime(runtime: str) -> None:
@@ -373,7 +289,7 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
                    arena: bool = True, window_steps: int | None = None) -> dict:
     root = Path(path)
     m = read_manifest(root)
-    kind = _manifest_kind(m)
+    family(m)  # a task and model this edgeseq knows, else one line
     rt = m.get("runtime")
     fmt = rt["format"] if rt else "numpy"
     runtime = runtime or fmt
@@ -385,7 +301,7 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
                            + ("; export it first (edgeseq export)" if fmt == "numpy" else ""))
     if n < 10:
         raise EdgeseqError(f"--n must be at least 10 calls, got {n}")
-    bundle = load_bundle(root)  # hashes checked before anything is timed
+    load_bundle(root)  # hashes checked before anything is timed
     if runtime == "tflm" and os.environ.get(TFLM_CHILD_ENV) != "1":
         return _tflm_in_child(root, threads, n, arena, window_steps)
     steps, D, samples = _window_shape(m, root, window_steps)
@@ -400,15 +316,14 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
         t = _time(fn, 5, 1)
         batched = b / (np.median(t) / 1e9)
     rss1 = _rss_bytes()
-    stats = model_stats(m, bundle.arrays, steps)
+    stats = model_stats(runner.rt, steps)
     files = _files(root, m)
     w, s = _stats_us(lat_w), _stats_us(lat_s)
     fs = float(m.get("sample_rate") or 0.0)
     peak = matmul_peak_macs(threads)
     out = {
         "bundle": str(root), "task": m["task"], "runtime": runtime,
-        "precision": (rt or {}).get("precision", "float64" if fmt == "numpy" and m["model"].get("kind") == "esn"
-                                   else "float32"),
+        "precision": runner.rt["precision"],
         "threads": int(threads), "n": int(n), "warmup": int(warmup),
         "window": {"steps": steps, "inputs": D, "samples": samples, "sample_rate": fs},
         "latency_us": {"window": w, "step": s},
@@ -428,12 +343,8 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
     }
     if runtime == "onnx":
         rng = np.random.default_rng(0)
-        if kind == "ecg":
-            feed = {"window": rng.normal(0, 0.3, (1, steps)).astype(np.float32),
-                    "rr": np.ones((1, runner.F), np.float32)}
-        else:
-            feed = {"x": rng.normal(0, 0.5, (steps, D)).astype(np.float32)}
-        out["ort_memory"] = ort_memory(root / rt["model"], feed, threads)
+        out["ort_memory"] = ort_memory(root / rt["model"], {k: _random(v, steps, rng) for k, v in rt["inputs"].items()},
+                                       threads)
     if arena and runtime in ("tflite", "tflm"):
         from .tflm import arena_search
 

@@ -1,8 +1,17 @@
-"""Device-side runner of exported bundles (``edgeseq export``): numpy and the standard library at
-import time; the backend (onnxruntime) is imported when a bundle is loaded.
+"""Device-side runner of bundles: numpy and the standard library at import time; onnxruntime or a
+TFLite interpreter is imported when an exported bundle is loaded, and a training bundle runs its
+family's description on the numpy interpreter (``edgeseq/graph/numpy.py``).
 
     model = edgeseq.runtime.load("beats.onnx.bundle")
-    labels = model.classify(windows, rr)      # windows (B, T) float32, rr (B, 9) float32
+    labels = model.classify(windows, rr)       # a window model: each window from the zero state
+    y, state = model.step(u)                   # one sample per stream, named states carried
+    Y = model.run(X)                           # a sequence model: continues from model.state
+
+Every model has a window file (one call per window or sequence, where its format has a form for
+it) and a step file; the manifest's ``runtime`` section names their inputs and outputs, the
+step's states (input ``k``, output ``k_out``) and its held inputs (given once per window, such as
+a beat's rr features). A window model's step returns its output after ``window_length`` steps
+from the initial state, None before; a sequence model's at every step.
 """
 
 from __future__ import annotations
@@ -16,12 +25,11 @@ from ..errors import EdgeseqError
 from ..finite import decide
 
 FORMATS = ("onnx", "tflite")
-#: Model kinds whose exported step graph carries named states (``runtime/neural.py``).
-NEURAL_KINDS = ("lstm", "tcn")
+_CHUNK = 1024  # windows per call: bounds memory whatever the batch
 
 
 def _check(name: str, x, shape: tuple) -> np.ndarray:
-    """``x`` as given when it is float32 of ``shape`` (None = any batch), else a one-line error."""
+    """``x`` as given when it is float32 of ``shape`` (None = any), else a one-line error."""
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + ")"
@@ -33,25 +41,49 @@ def _check(name: str, x, shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-class Model:
-    """An exported bundle, ready to run. ``manifest`` and ``labels`` are the bundle's."""
+def _dims(spec: dict) -> tuple:
+    return tuple(d if isinstance(d, int) else None for d in spec["shape"])
 
-    def __init__(self, path: Path, manifest: dict, backend, arrays: dict | None = None):
-        self.path = path
-        self._arrays = arrays or {}
+
+def contract(graphs: dict, interface: str) -> dict:
+    """The runtime section's description of the window and step graphs of a family
+    (``Family.describe``), the same for every format and for the numpy runtime."""
+    def io(g, names):
+        return {k: {"shape": [("B" if i == 0 else "T") if d is None else int(d) for i, d in enumerate(g.shapes[k])],
+                    "dtype": "float32"} for k in names}
+
+    from ..graph import Weight, macs
+
+    w, s = graphs["window"], graphs["step"]
+    state = [k for k in s.inputs if k + "_out" in s.outputs]
+    stored = [v.q if isinstance(v, Weight) else v for v in w.consts.values() if np.ndim(v.q if isinstance(v, Weight) else v)]
+    return {"interface": interface, "macs": {"model": macs(w), "step": macs(s)},
+            "params": int(sum(np.size(v) for v in stored)), "nonzero_params": int(sum(np.count_nonzero(v) for v in stored)),
+            "units": int(s.shapes[state[-1]][-1]), "inputs": io(w, w.inputs), "outputs": io(w, w.outputs),
+            "step_inputs": io(s, s.inputs), "step_outputs": io(s, s.outputs), "state": state,
+            "held": [k for k in s.inputs[1:] if k not in state],
+            # a window model's step output is its window output after this many steps
+            "window_length": None if interface == "sequence" else w.shapes[w.inputs[0]][1]}
+
+
+class Model:
+    """A bundle ready to run. ``manifest`` and ``labels`` are the bundle's; ``state`` the state
+    the next :meth:`step` or :meth:`run` continues from (None: the initial state)."""
+
+    def __init__(self, path: Path, manifest: dict, backend, initial: dict):
+        self.path = Path(path)
         self.manifest = manifest
         self.labels = list(manifest["labels"])
-        rt = manifest["runtime"]
-        self._backend = backend
-        self._T = int(rt["inputs"]["window"]["shape"][1])
-        self._F = int(rt["inputs"]["rr"]["shape"][1])
-        self._init_step(rt)
-
-    def _init_step(self, rt: dict) -> None:
-        st = rt.get("step_inputs", {})
-        self._K = int(st["const"]["shape"][1]) if st else None
-        self._N = int(st["state"]["shape"][1]) if st else None
-        self.state: np.ndarray | None = None
+        self.runtime = self._rt = rt = manifest["runtime"] if "runtime" in manifest else backend.runtime
+        self._backend = backend  # .run("model" | "step", feeds) -> {output name: array}
+        self._initial = initial  # state name -> the value a run starts from (zeros if absent)
+        self.state_names, self.held = list(rt["state"]), list(rt["held"])
+        step_in = rt["step_inputs"]
+        self.sample_input = self._sample = next(iter(step_in))
+        self._out = next(k for k in rt["step_outputs"] if not k.endswith("_out"))
+        self._shapes = {k: _dims(v)[1:] for k, v in step_in.items()}
+        self.window_length = rt.get("window_length")
+        self.state: dict | None = None
 
     @property
     def sample_rate(self) -> float:
@@ -63,96 +95,122 @@ class Model:
             raise EdgeseqError(f"stream at {float(sample_rate):g} Hz, but bundle {self.path} was trained at "
                                f"{self.sample_rate:g} Hz: resample the stream first")
 
-    def logits(self, windows, rr) -> np.ndarray:
-        w = _check("windows", windows, (None, self._T))
-        r = _check("rr", rr, (None, self._F))
-        if len(w) != len(r):
-            raise EdgeseqError(f"got {len(w)} beat windows but {len(r)} rows of rr features")
-        # Chunks bound memory: the unrolled int8 graph keeps every step's state alive (126 x B x N).
-        out = [self._backend.logits(w[i:i + 1024], r[i:i + 1024]) for i in range(0, len(w), 1024)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+    # -- whole windows -------------------------------------------------------------------------
+    def logits(self, *inputs) -> np.ndarray:
+        """A window model's outputs for a batch of windows (inputs in the manifest's order, e.g.
+        ``windows [B, T]`` and ``rr [B, F]`` for a beat classifier), each from the zero state."""
+        if self._rt["interface"] == "sequence":
+            raise EdgeseqError(f"bundle {self.path} is a sequence model: call run(X)")
+        spec = self._rt["inputs"]
+        if len(inputs) != len(spec):
+            raise EdgeseqError(f"this model takes {len(spec)} inputs ({', '.join(spec)}), got {len(inputs)}")
+        xs = {k: _check(k, x, _dims(spec[k])) for k, x in zip(spec, inputs)}
+        n = len(next(iter(xs.values())))
+        if any(len(x) != n for x in xs.values()):
+            raise EdgeseqError(f"inputs {', '.join(spec)} differ in batch size: {[len(x) for x in xs.values()]}")
+        name = next(iter(self._rt["outputs"]))
+        out = [self._backend.run("model", {k: x[i:i + _CHUNK] for k, x in xs.items()})[name]
+               for i in range(0, n, _CHUNK)]
+        return np.concatenate(out) if out else np.zeros((0, *_dims(self._rt["outputs"][name])[1:]), np.float32)
 
-    def classify(self, windows, rr) -> np.ndarray:
-        """Class index per beat (names in ``labels``); ``finite.UNLABELLED`` (-1) where the
-        logits are not finite, never argmax(NaN) = 0."""
-        return decide(self.logits(windows, rr))[0]
+    def classify(self, *inputs) -> np.ndarray:
+        """Class index per window (or per step of a sequence, for :meth:`run`'s inputs); names in
+        ``labels``; ``finite.UNLABELLED`` (-1) where the outputs are not finite."""
+        if not self.labels:
+            raise EdgeseqError(f"bundle {self.path} is a regression model (no labels)")
+        z = self.run(*inputs) if self._rt["interface"] == "sequence" else self.logits(*inputs)
+        return decide(z)[0]
 
-    def step(self, u, const, state=None) -> np.ndarray:
-        """One reservoir update ``(u [B, 1], const [B, K]) -> state [B, N]`` from ``state`` (or
-        the model's own state, zero after :meth:`reset`); the new state is kept for the next call."""
-        if self._N is None:
-            raise EdgeseqError(f"bundle {self.path} has no step model")
-        u = _check("u", u, (None, 1))
-        c = _check("const", const, (len(u), self._K))
-        if state is None:
-            state = self.state if self.state is not None and len(self.state) == len(u) else \
-                np.zeros((len(u), self._N), np.float32)
-        s = _check("state", state, (len(u), self._N))
-        self.state = self._backend.step(u, c, s)
-        return self.state
+    # -- one sample at a time ----------------------------------------------------------------------
+    def initial_state(self, batch: int = 1, **held) -> dict:
+        """The state a run starts from, for ``batch`` streams, with the held inputs (``held``)."""
+        missing = [k for k in self.held if k not in held]
+        if missing:
+            raise EdgeseqError(f"this model's step holds {', '.join(missing)} over a window: "
+                               f"pass initial_state({', '.join(f'{k}=...' for k in missing)})")
+        st = {k: np.ascontiguousarray(np.broadcast_to(self._initial.get(k, np.float32(0)),
+                                                      (batch, *self._shapes[k])), np.float32)
+              for k in self.state_names}
+        st.update({k: _check(k, held[k], (batch, *self._shapes[k])) for k in self.held})
+        st["steps"] = 0
+        return st
 
     def reset(self) -> None:
+        """Back to the initial state."""
         self.state = None
 
-    def readout(self, last, mean, rr) -> np.ndarray:
-        """Logits from states gathered with :meth:`step` (the last and the mean state over a beat
-        window) and the beat's rr features: the readout on request, for a device that runs the
-        reservoir sample by sample. Uses the bundle's float weights, one affine map."""
-        if "Wout" not in self._arrays:
-            raise EdgeseqError(f"bundle {self.path} carries no readout weights")
-        n = self._N
-        last = _check("last", last, (None, n))
-        mean = _check("mean", mean, (len(last), n))
-        r = _check("rr", rr, (len(last), self._F))
-        X = np.concatenate([last, mean, r], axis=1)
-        return X @ self._arrays["Wout"] + self._arrays["bout"]
+    def step(self, u, state: dict | None = None):
+        """One sample ``u`` ``[B, D]`` per stream -> ``(y or None, state)``, from ``state`` (else
+        the model's own, else the initial state); the new state is kept for the next call."""
+        u = _check(self._sample, u, (None, *self._shapes[self._sample]))
+        if state is None:
+            state = self.state if self.state is not None else self.initial_state(len(u))
+        feeds = {self._sample: u}
+        for k in self.state_names + self.held:
+            feeds[k] = _check(k, state[k], (len(u), *self._shapes[k]))
+        outs = self._backend.run("step", feeds)
+        new = {**{k: outs[k + "_out"] for k in self.state_names}, **{k: state[k] for k in self.held},
+               "steps": int(state.get("steps", 0)) + 1}
+        self.state = new
+        y = outs[self._out]
+        return (y if self.window_length in (None, new["steps"]) else None), new
+
+    def run(self, X, state: dict | None = None) -> np.ndarray:
+        """A sequence model over ``X`` ``(T, D)`` float32 -> ``(T, O)``, from ``state`` (else the
+        model's own, as reservoirpy's ``run`` continues; :meth:`reset` restarts); keeps the end
+        state, so a stream fed in chunks equals one run over it."""
+        if self._rt["interface"] != "sequence":
+            raise EdgeseqError(f"bundle {self.path} classifies whole windows: call logits() or classify()")
+        D = self._shapes[self._sample][0]
+        x = _check("X", X, (None, D))
+        if not np.isfinite(x).all():
+            raise EdgeseqError("X contains NaN or infinite values")
+        if state is None:
+            state = self.state if self.state is not None else self.initial_state(1)
+        if not len(x):
+            return np.zeros((0, *_dims(self._rt["step_outputs"][self._out])[1:]), np.float32)
+        if self._rt.get("model"):
+            feeds = {"x": x[None], **{k: _check(k, state[k], (1, *self._shapes[k])) for k in self.state_names}}
+            outs = self._backend.run("model", feeds)
+            self.state = {**{k: outs[k + "_out"] for k in self.state_names}, "steps": int(state.get("steps", 0)) + len(x)}
+            return outs[self._out][0]
+        ys = []
+        for t in range(len(x)):  # a format with no window form for any length: the step, looped
+            y, state = self.step(x[t:t + 1], state)
+            ys.append(y)
+        return np.concatenate(ys)
 
 
 def runtime_section(root: Path, manifest: dict) -> dict:
     """The manifest's ``runtime`` section, checked: a known format, and model files that the
     manifest lists with a hash (so ``load_bundle`` has verified them)."""
-    rt = manifest.get("runtime")
-    if not isinstance(rt, dict):
-        raise EdgeseqError(f"bundle {root} has no runtime section: it is a training bundle; "
-                           f"run `edgeseq export` on it to get one this runtime can load")
+    rt = manifest["runtime"]
     fmt = rt.get("format")
     if fmt not in FORMATS:
-        raise EdgeseqError(f"bundle {root}: runtime format {fmt!r} is not supported "
-                           f"(known: {', '.join(FORMATS)})")
-    if not rt.get("model"):
-        raise EdgeseqError(f"bundle {root}: runtime section names no model file")
+        raise EdgeseqError(f"bundle {root}: runtime format {fmt!r} is not supported (known: {', '.join(FORMATS)})")
+    if "interface" not in rt:
+        raise EdgeseqError(f"bundle {root} was exported by an older edgeseq: export its training bundle again")
     for key in ("model", "step"):
         if rt.get(key) and rt[key] not in manifest["files"]:
             raise EdgeseqError(f"bundle {root}: {rt[key]} is not listed with a hash in the manifest")
     return rt
 
 
-def _backend(root: Path, rt: dict, threads: int):
-    if rt["format"] == "onnx":
-        from .onnx_backend import OnnxBackend
-
-        return OnnxBackend(root, rt, threads=threads)
-    from .tflite_backend import TFLiteBackend
-
-    return TFLiteBackend(root, rt, threads=threads)
-
-
-def load(path, *, task: str | None = None, threads: int = 1):
-    """Verify every file's hash (``load_bundle``) and open the exported model: a beat classifier
-    (:class:`Model`), or for ``task == "sequence"`` bundles made by ``edgeseq.from_reservoirpy``, a
-    sequence model with ``run(X)`` (also a balance window model). ``task`` refuses a bundle of another task."""
+def load(path, *, task: str | None = None, threads: int = 1) -> Model:
+    """Verify every file's hash (``load_bundle``) and open the bundle: an exported one on its
+    format's runtime, a training one on the numpy interpreter of its family's description.
+    ``task`` refuses a bundle of another task."""
     root = Path(path)
     bundle = load_bundle(root, task=task)
     m = bundle.manifest
+    if "runtime" not in m:
+        from .numpy_backend import NumpyBackend
+
+        backend = NumpyBackend(m, bundle.arrays)
+        return Model(root, m, backend, backend.initial)
     rt = runtime_section(root, m)
-    from .sequence import SEQUENCE_TASKS
-
-    if m["task"] in SEQUENCE_TASKS:
-        from .sequence import load_sequence
-
-        return load_sequence(root, threads=threads)
-    if m["model"]["kind"] in NEURAL_KINDS:
-        from .neural import NeuralModel
-
-        return NeuralModel(root, m, _backend(root, rt, threads), bundle.arrays)
-    return Model(root, m, _backend(root, rt, threads), bundle.arrays)
+    if rt["format"] == "onnx":
+        from .onnx_backend import OnnxBackend as Backend
+    else:
+        from .tflite_backend import TFLiteBackend as Backend
+    return Model(root, m, Backend(root, rt, threads=threads), dict(bundle.arrays))

@@ -77,30 +77,22 @@ class Session:
 
 
 class OnnxBackend:
+    """The bundle's model files as sessions, opened on first use (a device that classifies whole
+    windows never loads the step file), each checked against the manifest."""
+
     def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
-        self._threads = threads
-        self._rt = runtime
-        self.window = Session(root / runtime["model"], threads, runtime.get("inputs"), runtime.get("outputs"))
-        step = runtime.get("step")
-        self._step_path = root / step if step else None
-        self._step = None
+        self._root, self._rt, self._threads = root, runtime, threads
+        self._sessions: dict = {}
+        self._session("model" if runtime.get("model") else "step")  # a bad file fails at load, not mid-stream
 
-    def logits(self, windows: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        return self.window.run(None, {"window": windows, "rr": rr})[0]
+    def _session(self, which: str) -> Session:
+        if which not in self._sessions:
+            io = ("inputs", "outputs") if which == "model" else ("step_inputs", "step_outputs")
+            self._sessions[which] = Session(self._root / self._rt[which], self._threads, self._rt.get(io[0]),
+                                            self._rt.get(io[1]), "model" if which == "model" else "step model")
+        return self._sessions[which]
 
-    def _step_session(self):
-        if self._step is None:  # most devices classify whole windows; load the step graph on demand
-            if self._step_path is None:
-                raise EdgeseqError("this exported bundle has no step model")
-            self._step = Session(self._step_path, self._threads, self._rt.get("step_inputs"),
-                                 self._rt.get("step_outputs"), "step model")
-        return self._step
-
-    def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
-        return self._step_session().run(None, {"u": u, "const": const, "state": state})[0]
-
-    def run_step(self, feeds: dict) -> dict:
-        """The step graph on named inputs -> every named output (models with several states)."""
-        s = self._step_session()
+    def run(self, which: str, feeds: dict) -> dict:
+        s = self._session(which)
         names = [o.name for o in s.get_outputs()]
         return dict(zip(names, s.run(names, feeds)))

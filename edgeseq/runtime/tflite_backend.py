@@ -70,98 +70,37 @@ def io_of(it) -> tuple[dict, dict]:
 
 
 class TFLiteBackend:
+    """The bundle's model files as interpreters, opened on first use and checked against the
+    manifest; inputs are resized when the batch changes (re-planning the arena costs far more than
+    a window, so the last shapes are kept)."""
+
     def __init__(self, root: Path, runtime: dict, *, threads: int = 1):
-        path = root / runtime["model"]
-        # One thread by default: a small device has few cores, and latency was measured so.
-        self._it = open_interpreter(path, threads)
-        # a loaded bundle always declares inputs/outputs (schema); an exporter checking its own file does not
-        check_io(path, "model", *io_of(self._it), runtime.get("inputs"), runtime.get("outputs"))
-        self._rt = runtime
-        self._dog = Watchdog(path)
-        ins = {d["name"]: d for d in self._it.get_input_details()}
-        if set(ins) != {"window", "rr"}:
-            raise EdgeseqError(f"{path}: expected inputs window and rr, the model has {sorted(ins)}")
-        self._win, self._rr = ins["window"]["index"], ins["rr"]["index"]
-        self._out = self._it.get_output_details()[0]["index"]
-        self._batch = int(ins["window"]["shape"][0])
-        self._T, self._F = int(ins["window"]["shape"][1]), int(ins["rr"]["shape"][1])
-        self._C = int(self._it.get_output_details()[0]["shape"][1])
-        step = runtime.get("step")
-        self._step_path = root / step if step else None
-        self._threads = int(threads)
-        self._step = None
+        self._root, self._rt, self._threads = root, runtime, int(threads)
+        self._open: dict = {}
+        self._interpreter("model" if runtime.get("model") else "step")
 
-    def _resize(self, b: int) -> None:
-        # Re-planning the arena costs far more than a beat, so keep the last batch size.
-        if b != self._batch:
-            self._it.resize_tensor_input(self._win, [b, self._T])
-            self._it.resize_tensor_input(self._rr, [b, self._F])
-            self._it.allocate_tensors()
-            self._batch = b
+    def _interpreter(self, which: str):
+        if which not in self._open:
+            path = self._root / self._rt[which]
+            it = open_interpreter(path, self._threads)
+            io = ("inputs", "outputs") if which == "model" else ("step_inputs", "step_outputs")
+            check_io(path, "model" if which == "model" else "step model", *io_of(it), self._rt.get(io[0]),
+                     self._rt.get(io[1]))
+            self._open[which] = (it, {d["name"]: d for d in it.get_input_details()}, {}, Watchdog(path))
+        return self._open[which]
 
-    def logits(self, windows: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        b = len(windows)
-        if b == 0:
-            return np.zeros((0, self._C), np.float32)
-        self._resize(b)
-        self._it.set_tensor(self._win, np.ascontiguousarray(windows, np.float32))
-        self._it.set_tensor(self._rr, np.ascontiguousarray(rr, np.float32))
-        with self._dog.tflite():
-            self._it.invoke()
-        return self._it.get_tensor(self._out).copy()  # get_tensor's array is the arena: the next call reuses it
-
-    def step(self, u: np.ndarray, const: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """One reservoir update ``(u [B, 1], const [B, K], state [B, N]) -> state [B, N]`` on
-        ``step.tflite``, loaded on the first call (most devices classify whole windows)."""
-        if self._step is None:
-            if self._step_path is None:
-                raise EdgeseqError("this TFLite bundle has no step model")
-            it = open_interpreter(self._step_path, self._threads)
-            check_io(self._step_path, "step model", *io_of(it), self._rt.get("step_inputs"),
-                     self._rt.get("step_outputs"))
-            ins = {d["name"]: d for d in it.get_input_details()}
-            if set(ins) != {"u", "const", "state"}:
-                raise EdgeseqError(f"{self._step_path}: expected inputs u, const and state, "
-                                   f"the model has {sorted(ins)}")
-            self._step = (it, ins, it.get_output_details()[0]["index"], [int(ins["u"]["shape"][0])])
-        it, ins, out, batch = self._step
-        b = len(u)
-        if b != batch[0]:
-            for name, arr in (("u", u), ("const", const), ("state", state)):
-                it.resize_tensor_input(ins[name]["index"], [b, arr.shape[1]])
-            it.allocate_tensors()
-            batch[0] = b
-        for name, arr in (("u", u), ("const", const), ("state", state)):
-            it.set_tensor(ins[name]["index"], np.ascontiguousarray(arr, np.float32))
-        with self._dog.tflite():
-            it.invoke()
-        return it.get_tensor(out).copy()
-
-    def run_step(self, feeds: dict) -> dict:
-        """The step graph on named inputs -> every named output (models with several states);
-        inputs are resized when the batch changes."""
-        if self._step is None or len(self._step) != 2:
-            if self._step_path is None:
-                raise EdgeseqError("this TFLite bundle has no step model")
-            it = open_interpreter(self._step_path, self._threads)
-            check_io(self._step_path, "step model", *io_of(it), self._rt.get("step_inputs"),
-                     self._rt.get("step_outputs"))
-            self._step = (it, {})
-        it, shapes = self._step
-        ins = {d["name"]: d for d in it.get_input_details()}
-        missing = set(ins) - set(feeds)
-        if missing:
-            raise EdgeseqError(f"{self._step_path}: step inputs {sorted(missing)} not given")
+    def run(self, which: str, feeds: dict) -> dict:
+        it, ins, shapes, dog = self._interpreter(which)
         want = {k: list(np.shape(feeds[k])) for k in ins}
         if want != shapes:
             for k, shape in want.items():
-                if list(ins[k]["shape"]) != shape:
-                    it.resize_tensor_input(ins[k]["index"], shape)
+                it.resize_tensor_input(ins[k]["index"], shape)
             it.allocate_tensors()
             shapes.clear()
             shapes.update(want)
         for k, d in ins.items():
             it.set_tensor(d["index"], np.ascontiguousarray(feeds[k], d["dtype"]))
-        with self._dog.tflite():
+        with dog.tflite():
             it.invoke()
+        # get_tensor's array is the arena: the next invoke reuses it
         return {d["name"]: it.get_tensor(d["index"]).copy() for d in it.get_output_details()}

@@ -135,14 +135,11 @@ def train(data_dir, *, target: str, out, model: str = "esn", seed: int = 0, para
 
 def load_model(bundle_path):
     """``(bundle, preprocessing, estimator)`` from a verified balance bundle."""
-    from ..models import model_class
-    from ..models.esn_window import ESNWindowModel
+    from ..models import family
 
     b = load_bundle(bundle_path, task=TASK)
     prep = BalancePreprocessing.from_config(b.manifest["preprocessing"])
-    kind = b.manifest["model"]["kind"]
-    cls = ESNWindowModel if kind == "esn" else model_class(kind)
-    return b, prep, cls.from_arrays(b.manifest["model"]["params"], b.arrays)
+    return b, prep, family(b.manifest).estimator.from_arrays(b.manifest["model"]["params"], b.arrays)
 
 
 def _natural(s: str):

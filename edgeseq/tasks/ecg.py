@@ -136,15 +136,14 @@ def load_model(bundle_path):
 
 
 def load_predictor(bundle_path):
-    """``(bundle, preprocessing, predict(windows, rr) -> labels)``: an exported bundle runs on the
-    device runtime (ONNX), a training bundle on the numpy reference."""
-    bundle, prep, est = load_model(bundle_path)
-    if "runtime" not in bundle.manifest:
-        return bundle, prep, est.predict
+    """``(model, preprocessing, predict(windows, rr) -> labels)``: one runtime for every bundle, an
+    exported one on its format's runtime, a training one on the numpy interpreter of its family's
+    description (``edgeseq.runtime.load``)."""
     from ..runtime import load
 
     model = load(bundle_path, task=TASK)
-    return bundle, prep, lambda w, f: model.classify(np.asarray(w, np.float32), np.asarray(f, np.float32))
+    prep = EcgPreprocessing.from_config(model.manifest["preprocessing"])
+    return model, prep, lambda w, f: model.classify(np.asarray(w, np.float32), np.asarray(f, np.float32))
 
 
 def _default_eval_records(data_dir, trained: list[str]) -> tuple[list[str], bool]:
