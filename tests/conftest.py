@@ -5,6 +5,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MITDB = ROOT.parent / "shared" / "data" / "mitdb"
 SAMPLE = ROOT / "edgeseq" / "data" / "sample"
+HBEDB = ROOT.parent / "shared" / "data" / "hbedb"
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,30 @@ def neural_bundles(tmp_path_factory, sample):
         out[kind] = ecg.train(sample, ["119", "201", "223"], out=root / f"{kind}.bundle", model=kind, seed=1,
                               params=params, progress=False)["bundle"]
     return out
+
+
+@pytest.fixture(scope="session")
+def hbedb() -> Path:
+    """The balance data set beside the checkout (CI has it); skip only where it is absent."""
+    if not HBEDB.is_dir():
+        pytest.skip(f"hbedb not found at {HBEDB}")
+    return HBEDB
+
+
+@pytest.fixture(scope="session")
+def score_bundle(hbedb, tmp_path_factory):
+    """A balance ESN (Mini-BESTest total), trained once."""
+    from edgeseq.tasks import balance
+
+    return balance.train(hbedb, target="Best_T", out=tmp_path_factory.mktemp("bal") / "best.bundle",
+                         progress=False, params={"units": 100})
+
+
+@pytest.fixture(scope="session")
+def tcn_condition_bundle(hbedb, tmp_path_factory):
+    """A small balance TCN telling foam from firm, trained once (needs torch)."""
+    pytest.importorskip("torch")
+    from edgeseq.tasks import balance
+
+    return balance.train(hbedb, target="surface", out=tmp_path_factory.mktemp("bal") / "tcn.bundle", model="tcn",
+                         progress=False, params={"channels": 8, "blocks": 4, "epochs": 8})

@@ -42,13 +42,13 @@ def source_bundle(bundle_path, out_dir=None, task: str | None = None) -> tuple[P
 
 
 def _onnx(g, int8: bool) -> bytes:
-    from .onnx_lower import to_onnx
+    from .onnx import to_onnx
 
     return to_onnx(g).SerializeToString()
 
 
 def _tflite(g, int8: bool) -> bytes:
-    from .tflite_lower import to_tflite
+    from .tflite import to_tflite
 
     return to_tflite(g, loop="while" if int8 else "unroll", description=f"edgeseq {g.name}")
 

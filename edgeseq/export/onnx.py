@@ -1,395 +1,279 @@
-"""Export an ESN bundle to ONNX (host side; ``onnx`` and ``onnxruntime`` are imported
-lazily so ``import edgeseq.export`` stays cheap).
+"""Lower a model description (:mod:`edgeseq.graph`), float or quantized, to ONNX: :func:`to_onnx`.
 
-Two graphs go into the exported bundle:
+Decisions, as measured on the hand-built exporters this replaces:
 
-- ``model.onnx``, the WINDOW model ``(window [B, T], rr [B, 9]) -> logits [B, 5]``: rr -> reservoir
-  constant inputs, the whole reservoir run over the window, last + mean state, readout. One call
-  per beat (or per batch of beats).
-- ``step.onnx``, the STEP model ``(u [B, 1], const [B, K], state [B, N]) -> state' [B, N]``: one
-  reservoir update, for a device that feeds samples as they arrive.
-
-The input drive ``u[t] * Win[:, 0] + const @ Win[:, 1:].T + bias`` of every step is computed in
-one broadcast before the recurrence, so a step is MatMul + Add + Tanh + Sub + Mul + Add on
-``[B, 1, N]`` tensors.
-
-Window graph form, chosen by measurement (onnxruntime 1.32, CPU, intra_op_num_threads=1, DS1
-bundle N=300, T=126, median of 300 single-beat runs on a 2-core host VM)::
-
-    form                       B=1 us/beat (median, p90)   B=2000 us/beat   file
-    Scan (body = one step)     961, 1067                   533              381 kB
-    unrolled (126 steps)       1054, 1453                  1156             400 kB
-
-The float export is Scan (faster, and it does not hold 126 states alive in a batch). The int8
-export is a Scan too, built by hand (``build_int8_window_model``): int8 weights stored once, int16
-state; 27.5% of the float file at N=300.
+- A loop is a ``Scan`` reading carry tensors from the outer scope (faster than unrolled, one copy
+  of the body; ``loop="unroll"`` is kept for measurement). A loop the LSTM description marks
+  (``hint["lstm"]``) is the ``LSTM`` op per layer (several times faster), unless its body rounds.
+- ``conv`` is ``Conv`` over ``[B, C, T]``, dilated, padded ``(K-1) d`` on the left only. Elementwise
+  ops and ``fc`` (a 1x1 Conv) on channels-first tensors stay so; a tensor is transposed back only
+  where read as ``[B, T, C]``, a ``q`` output by rounding its transposed input (onnxruntime's QDQ
+  propagation fails on a Transpose after an int16 DequantizeLinear).
+- A :class:`~edgeseq.graph.Weight` is int8 + scales + DequantizeLinear in the main graph, also for
+  a loop body (folded once per session; the file keeps int8). Activations round at ``q`` nodes
+  only (Quantize + DequantizeLinear, zero point 0); a float graph's ``q`` is no node.
+- Opset 17 / IR 8 for float graphs, 21 / IR 10 once anything is quantized (int16 QDQ needs 21).
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+from collections import ChainMap
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
-from . import source_bundle
-from ..bundle import WEIGHTS, sha256_file, write_bundle
-from ..errors import EdgeseqError
-from ..finite import require_finite
+from ..graph import Graph, Weight
 
-OPSET = 17
-QOPSET = 21
-MODEL = "model.onnx"
-STEP = "step.onnx"
+_ONNX = {"add": "Add", "sub": "Sub", "mul": "Mul", "max": "Max", "min": "Min",
+         "tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu", "log": "Log"}
 
 
-# -- graph construction ----------------------------------------------------------------------------
+class _Lowering:
+    """The ONNX nodes and initializers of one description. ``env``/``cf``: IR tensor -> ONNX name
+    in the description's layout / channels-first (loop bodies and unrolled steps chain their own)."""
 
-def _esn_parts(manifest: dict, arrays: dict) -> dict:
-    kind = manifest["model"]["kind"]
-    if kind != "esn":
-        raise EdgeseqError(f"ONNX export supports ESN bundles only, this one is {kind!r}")
-    params = manifest["model"]["params"]
-    spec = np.asarray(params.get("rr_inputs") or np.zeros((0, 2)), dtype=np.float64).reshape(-1, 2)
-    W = np.asarray(arrays["W"], np.float32)
-    Win = np.asarray(arrays["Win"], np.float32)
-    N = W.shape[0]
-    K = len(spec)
-    D = Win.shape[1] - K
-    if D != 1:
-        raise EdgeseqError(f"ONNX export supports single-channel windows, this reservoir has {D} inputs")
-    inp = manifest["model"].get("input", {})
-    return {"W": W, "Win": Win, "bias": np.asarray(arrays["bias"], np.float32),
-            "Wout": np.asarray(arrays["Wout"], np.float32), "bout": np.asarray(arrays["bout"], np.float32),
-            "lr": float(params["lr"]), "cols": spec[:, 0].astype(np.int64), "ref": spec[:, 1],
-            "N": N, "K": K, "T": int(inp.get("window_length", 0)) or None,
-            "F": len(inp.get("rr_features", [])) or None}
+    def __init__(self, g: Graph, loop: str):
+        if loop not in ("scan", "unroll"):
+            raise ValueError(f"unknown loop form {loop!r}")
+        self.g, self.loop, self.suffix, self.n, self.inits, self.made = g, loop, "", 0, [], {}
+        self.qs = {n.outputs[0]: n for n in g.walk() if n.op == "q"}
+        self.quantized = (any(isinstance(v, Weight) for v in g.consts.values())
+                          or any(n.attrs["scale"] is not None for n in self.qs.values()))
+        self.main = self.nodes = []
+        self.env, self.cf = ChainMap({k: k for k in g.inputs}), ChainMap()
+
+    def op(self, kind, ins, out=None, **attrs):
+        """One ONNX node; ``out`` a name, a list of names or None (a fresh name)."""
+        outs = out if isinstance(out, list) else [out or self.fresh(kind)]
+        self.nodes.append(helper.make_node(kind, list(ins), outs, **attrs))
+        return outs if isinstance(out, list) else outs[0]
+
+    def fresh(self, base: str) -> str:
+        self.n += 1
+        return f"{base}/{self.n}"
+
+    def emit(self, n, kind, ins, cf: bool = False, **attrs) -> None:
+        """``n``'s output as one ONNX node, in the description's layout or channels-first."""
+        self.put(n, self.op(kind, ins, self.fresh(n.outputs[0]) if cf else n.outputs[0] + self.suffix, **attrs), cf)
+
+    def put(self, n, ys, cf: bool = False) -> None:
+        (self.cf if cf else self.env).update(zip(n.outputs, [ys] if isinstance(ys, str) else ys))
+
+    def k(self, value, dtype=np.int64) -> str:
+        """A small constant (axes, shapes, scales), one initializer per value."""
+        arr = np.asarray(value, dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in self.made:
+            self.made[key] = self.init(self.fresh("k"), arr)
+        return self.made[key]
+
+    def init(self, name: str, arr) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(arr, order="C"), name))
+        return name
+
+    def const(self, name: str, v) -> str:
+        """A constant, made once in the main graph: a Weight as int8 + scales + DequantizeLinear,
+        integers (gather indices) int64, the rest float32."""
+        if name not in self.made:
+            if isinstance(v, Weight):
+                ins = [self.init(name + "/q", v.q), self.init(name + "/scale", v.scale)]
+                self.main.append(helper.make_node("DequantizeLinear", ins, [name], axis=v.axis))
+            else:
+                self.init(name, v.astype(np.int64) if v.dtype.kind in "iu" else v)
+            self.made[name] = name
+        return name
+
+    def derived(self, name: str, tag: str, fn, axis=None, scale=lambda s, ax: s) -> str:
+        """The constant ``fn(name)``; a Weight stays int8: ``fn`` on its values, ``scale`` on its
+        scales, its channel axis moved to ``axis(old axis)`` (required then)."""
+        v = self.g.consts[name]
+        v = Weight(fn(v.q), scale(v.scale, v.axis), axis(v.axis)) if isinstance(v, Weight) else fn(v)
+        return self.const(f"{name}/{tag}", v)
+
+    def get(self, x: str, cf: bool = False) -> str:
+        """``x`` in the description's layout or channels-first, transposed where first asked for
+        (a ``q`` output: its input transposed, then rounded)."""
+        if x in self.g.consts:
+            return self.const(x, self.g.consts[x])
+        have = self.cf if cf else self.env
+        if x not in have:
+            n = self.qs.get(x)
+            have[x] = (_q(self, n, [self.get(n.inputs[0], cf)], self.fresh(x)) if n else
+                       self.op("Transpose", [self.get(x, not cf)], perm=[0, 2, 1]))
+        return have[x]
+
+    def only_cf(self, x: str) -> bool:
+        return x in self.cf and x not in self.env
+
+    def lower(self, graph: Graph) -> None:
+        for n in graph.nodes:
+            if n.op not in _ELEMENTWISE:
+                _OPS[n.op](self, n)
+                continue
+            shape = self.g.shapes[n.outputs[0]]
+            wide = [x for x in n.inputs if not all(d == 1 for d in self.g.shapes[x])]  # not a scalar
+            cf = any(map(self.only_cf, wide)) and len(shape) == 3 and all(self.g.shapes[x] == shape for x in wide)
+            out = self.fresh(n.outputs[0]) if cf else n.outputs[0] + self.suffix
+            self.put(n, _ELEMENTWISE[n.op](self, n, [self.get(x, cf and x in wide) for x in n.inputs], out), cf)
+
+    def scans(self, n) -> list:
+        """The loop's scanned inputs (as long as its ``steps``: a Scan runs over all of them)."""
+        xs = n.inputs[n.attrs["n_state"] + n.attrs["n_carry"]:]
+        if any(n.attrs["steps"] not in (None, self.g.shapes[x][1]) for x in xs):
+            raise ValueError(f"loop {n.attrs['body'].name!r}: {n.attrs['steps']} steps over a longer input")
+        return [self.get(x) for x in xs]
 
 
-def _init(name, arr):
-    from onnx import numpy_helper
-    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+# -- ops --------------------------------------------------------------------------------------------
+def _q(L, n, ins, out):
+    if n.attrs["scale"] is None:
+        return ins[0]
+    s, zp = L.k(n.attrs["scale"], np.float32), L.k(0, np.int8 if n.attrs["bits"] == 8 else np.int16)
+    return L.op("DequantizeLinear", [L.op("QuantizeLinear", [ins[0], s, zp]), s, zp], out)
 
 
-def _const_rr(helper, p, nodes, inits):
-    """rr [B, F] -> const [B, K], exactly ``ESNClassifier.reservoir_rr``."""
-    inits += [_init("rr_cols", p["cols"]),
-              _init("rr_eps", np.array(0.01, np.float32)),
-              _init("rr_floor", np.array(1e-6, np.float32)),
-              _init("rr_ref", (p["ref"] + 0.01).astype(np.float32)),
-              _init("rr_lo", np.array(-3.0, np.float32)), _init("rr_hi", np.array(3.0, np.float32))]
-    nodes += [helper.make_node("Gather", ["rr", "rr_cols"], ["rr_sel"], axis=1),
-              helper.make_node("Add", ["rr_sel", "rr_eps"], ["rr_add"]),
-              helper.make_node("Max", ["rr_add", "rr_floor"], ["rr_max"]),
-              helper.make_node("Div", ["rr_max", "rr_ref"], ["rr_ratio"]),
-              helper.make_node("Log", ["rr_ratio"], ["rr_log"]),
-              helper.make_node("Clip", ["rr_log", "rr_lo", "rr_hi"], ["const"])]
+#: ops that run in either layout: ``(lowering, node, ONNX inputs, output name) -> ONNX name``
+_ELEMENTWISE = {
+    **{op: (lambda L, n, ins, out: L.op(_ONNX[n.op], ins, out)) for op in _ONNX},
+    "clip": lambda L, n, ins, out: L.op("Clip", [ins[0], L.k(n.attrs["lo"], np.float32),
+                                                 L.k(n.attrs["hi"], np.float32)], out),
+    "q": _q,
+}
 
 
-def _cell(helper, x, d, out, tag, nodes):
-    """``out = x + lr * (tanh(x @ W.T + d) - x)``, the reservoirpy update in the reference's order."""
-    nodes += [helper.make_node("MatMul", [x, "WT"], [f"rec{tag}"]),
-              helper.make_node("Add", [f"rec{tag}", d], [f"pre{tag}"]),
-              helper.make_node("Tanh", [f"pre{tag}"], [f"act{tag}"]),
-              helper.make_node("Sub", [f"act{tag}", x], [f"dx{tag}"]),
-              helper.make_node("Mul", [f"dx{tag}", "lr"], [f"ldx{tag}"]),
-              helper.make_node("Add", [x, f"ldx{tag}"], [out])]
+def _fc(L, n):
+    x, w, *b = n.inputs
+    if x in L.cf and len(L.g.shapes[x]) == 3:  # in a channels-first run: a 1x1 Conv
+        wt = L.derived(w, "conv", lambda a: a.T[:, :, None], lambda ax: 1 - ax)
+        return L.emit(n, "Conv", [L.cf[x], wt, *map(L.get, b)], True, kernel_shape=[1])
+    y = L.op("MatMul", [L.get(x), L.get(w)], None if b else n.outputs[0] + L.suffix)
+    L.put(n, L.op("Add", [y, L.get(b[0])], n.outputs[0] + L.suffix) if b else y)
 
 
-def _scan(helper, body: list) -> list:
-    """The Scan over the window's steps around a one-step ``body`` (state ``xs``, running sum
-    ``accs``, drive ``ds`` in; ``xn``, ``accn`` out), from a zero state shaped like the drive."""
-    from onnx import TensorProto
-
-    f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        body, "step",
-        [helper.make_tensor_value_info("xs", f, None), helper.make_tensor_value_info("accs", f, None),
-         helper.make_tensor_value_info("ds", f, None)],
-        [helper.make_tensor_value_info("xn", f, None), helper.make_tensor_value_info("accn", f, None)])
-    return [helper.make_node("Shape", ["cdrive1"], ["shape_bn"]),
-            helper.make_node("ConstantOfShape", ["shape_bn"], ["zeros"]),
-            helper.make_node("Scan", ["zeros", "zeros", "drive"], ["last", "xsum"], body=graph,
-                             num_scan_inputs=1, scan_input_axes=[1])]
+def _time(L, n):
+    """``take``, ``mean``, ``slice``: over axis 1, or axis 2 of a channels-first tensor."""
+    x, a, cf = n.inputs[0], n.attrs, L.only_cf(n.inputs[0])
+    ax, x = 2 if cf else 1, L.get(x, cf)
+    if n.op == "take":
+        return L.emit(n, "Gather", [x, L.k(a["index"])], axis=ax)
+    if n.op == "slice":
+        end = a["start"] + L.g.shapes[n.outputs[0]][1]
+        return L.emit(n, "Slice", [x, L.k([a["start"]]), L.k([end]), L.k([ax])], cf)
+    axes = {} if L.quantized else {"axes": [ax]}  # opset 21 (from 18): an input
+    L.emit(n, "ReduceMean", [x] if axes else [x, L.k([ax])], keepdims=0, **axes)
 
 
-def build_window_model(p: dict, form: str = "unrolled"):
-    """The WINDOW graph in ``form`` ``"unrolled"`` or ``"scan"`` (both kept for the measurement)."""
-    import onnx
-    from onnx import TensorProto, helper
+def _conv(L, n):
+    x, w, b = n.inputs
+    d, K = n.attrs["dilation"], L.g.shapes[w][2]
+    L.emit(n, "Conv", [L.get(x, True), L.get(w), L.get(b)], True, kernel_shape=[K], dilations=[d], pads=[(K - 1) * d, 0])
 
-    N, T = p["N"], p["T"]
-    if T is None:
-        raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
-    F = p["F"] or 9
-    nodes, inits = [], []
-    _const_rr(helper, p, nodes, inits)
-    inits += [_init("WT", p["W"].T), _init("win_u", p["Win"][:, 0].reshape(1, 1, N)),
-              _init("WinCT", p["Win"][:, 1:].T), _init("bias", p["bias"]),
-              _init("lr", np.array(p["lr"], np.float32)), _init("ax2", np.array([2], np.int64)),
-              _init("ax1", np.array([1], np.int64)), _init("Wout", p["Wout"]), _init("bout", p["bout"]),
-              _init("invT", np.array(1.0 / T, np.float32)), _init("shapeBN", np.array([-1, N], np.int64))]
-    # Drive of every step at once: window[:, :, None] * Win[:, 0] + (const @ WinC.T + bias)[:, None].
-    nodes += [helper.make_node("MatMul", ["const", "WinCT"], ["cdrive0"]),
-              helper.make_node("Add", ["cdrive0", "bias"], ["cdrive1"]),
-              helper.make_node("Unsqueeze", ["cdrive1", "ax1"], ["cdrive"]),
-              helper.make_node("Unsqueeze", ["window", "ax2"], ["win3"]),
-              helper.make_node("Mul", ["win3", "win_u"], ["udrive"]),
-              helper.make_node("Add", ["udrive", "cdrive"], ["drive"])]  # [B, T, N]
-    if form == "unrolled":
-        nodes.append(helper.make_node("Split", ["drive"], [f"d{t}" for t in range(T)], axis=1,
-                                      num_outputs=T) if OPSET >= 18 else
-                     helper.make_node("Split", ["drive"], [f"d{t}" for t in range(T)], axis=1))
-        # x[0] = lr * tanh(d0) since x[-1] = 0: saves a MatMul and the zero state's dynamic shape.
-        nodes += [helper.make_node("Tanh", ["d0"], ["act0"]),
-                  helper.make_node("Mul", ["act0", "lr"], ["x0"])]
-        for t in range(1, T):
-            _cell(helper, f"x{t - 1}", f"d{t}", f"x{t}", t, nodes)
-        nodes += [helper.make_node("Sum", [f"x{t}" for t in range(T)], ["xsum"]),
-                  helper.make_node("Reshape", [f"x{T - 1}", "shapeBN"], ["last"])]
-    elif form == "scan":
-        body_nodes = []
-        _cell(helper, "xs", "ds", "xn", "", body_nodes)
-        body_nodes.append(helper.make_node("Add", ["accs", "xn"], ["accn"]))
-        nodes += _scan(helper, body_nodes)
-    else:
-        raise ValueError(f"unknown graph form {form!r}")
-    nodes += [helper.make_node("Reshape", ["xsum", "shapeBN"], ["xsum2"]),
-              helper.make_node("Mul", ["xsum2", "invT"], ["mean"]),
-              helper.make_node("Concat", ["last", "mean", "rr"], ["features"], axis=1),
-              helper.make_node("MatMul", ["features", "Wout"], ["lin"]),
-              helper.make_node("Add", ["lin", "bout"], ["logits"])]
-    f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        nodes, "esn_window",
-        [helper.make_tensor_value_info("window", f, ["B", T]), helper.make_tensor_value_info("rr", f, ["B", F])],
-        [helper.make_tensor_value_info("logits", f, ["B", p["Wout"].shape[1]])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="edgeseq")
-    model.ir_version = 8
+
+def _scan(L, n):
+    a, body = n.attrs, n.attrs["body"]
+    ns, nc = a["n_state"], a["n_carry"]
+    init, scans, own = [L.get(x) for x in n.inputs[:ns]], L.scans(n), body.inputs[:ns] + body.inputs[ns + nc:]
+    carry = {k: L.get(x) for k, x in zip(body.inputs[ns:ns + nc], n.inputs[ns:ns + nc])}
+    saved = L.nodes, L.env, L.cf
+    L.nodes, L.env, L.cf = [], L.env.new_child({**{k: k for k in own}, **carry}), L.cf.new_child()
+    L.lower(body)
+    made, outs = {o for nd in L.nodes for o in nd.output}, []
+    for o in map(L.get, body.outputs):  # a Scan output is made in the body, once
+        outs.append(o if o in made and o not in outs else L.op("Identity", [o]))
+    vi = lambda k: helper.make_tensor_value_info(k, TensorProto.FLOAT, None)  # noqa: E731
+    graph = helper.make_graph(L.nodes, body.name, [vi(k) for k in own], [vi(k) for k in outs])
+    L.nodes, L.env, L.cf = saved
+    axes = {"scan_output_axes": [1] * (len(n.outputs) - ns)} if len(n.outputs) > ns else {}
+    L.put(n, L.op("Scan", init + scans, [o + L.suffix for o in n.outputs], body=graph, num_scan_inputs=len(scans),
+                  scan_input_axes=[1] * len(scans), **axes))
+
+
+def _unroll(L, n):
+    a, body = n.attrs, n.attrs["body"]
+    ns, steps = a["n_state"], a["steps"] or L.g.shapes[n.inputs[-1]][1]
+    if steps is None:
+        raise ValueError(f"loop {body.name!r}: unrolling needs a known number of steps")
+    outer, scans = [L.get(x) for x in n.inputs[:ns + a["n_carry"]]], L.scans(n)
+    state, cols, saved = outer[:ns], [[] for _ in body.outputs[ns:]], (L.env, L.cf)
+    for t in range(steps):
+        L.suffix, step = f"@{t}", [L.op("Gather", [s, L.k(t)], axis=1) for s in scans]
+        L.env, L.cf = saved[0].new_child(dict(zip(body.inputs, state + outer[ns:] + step))), saved[1].new_child()
+        L.lower(body)
+        vals = [L.get(o) for o in body.outputs]
+        state = vals[:ns]
+        for c, v in zip(cols, vals[ns:]):
+            c.append(L.op("Unsqueeze", [v, L.k([1])]))
+    (L.env, L.cf), L.suffix = saved, ""
+    L.put(n, state + [L.op("Concat", c, o, axis=1) for c, o in zip(cols, n.outputs[ns:])])
+
+
+def _lstm(L, n, hint) -> bool:
+    """The marked loop as one LSTM op per layer; False (nothing made) where that cannot be: a
+    rounded activation in the body, a state or collected tensor the op does not give."""
+    a, body, layers = n.attrs, n.attrs["body"], hint["layers"]
+    ns, names, top = a["n_state"], a["names"], f"h{len(layers) - 1}"
+    key = lambda s: names[names.index(s) if s in names else body.inputs.index(s)]  # noqa: E731
+    acc = key(hint["acc"]) if hint.get("acc") else None
+    known = {f"{s}{l}" for l in range(len(layers)) for s in "hc"} | {acc}
+    if (any(m.op == "q" and m.attrs["scale"] is not None for m in body.walk()) or not set(names[:ns]) <= known
+            or top not in names or any(o != body.outputs[names.index(top)] for o in body.outputs[ns:])):
+        return False
+    order = [hint["gates"].index(c) for c in "iofg"]  # ONNX's gate order
+    re = lambda v, ax: np.concatenate([np.split(v, 4, axis=ax)[i] for i in order], axis=ax)  # noqa: E731
+    init = {k: L.get(x) for k, x in zip(names[:ns], n.inputs[:ns])}
+    x = L.op("Transpose", [L.scans(n)[names[ns + a["n_carry"]:].index(key(hint["x"]))]], perm=[1, 0, 2])
+    res = {}
+    for l, lay in enumerate(layers):  # W^T [in, 4H] -> [1, 4H, in]; b -> [1, 8H] with Rb = 0
+        W, R = (L.derived(lay[m], "lstm", lambda v: np.moveaxis(re(v, -1), -1, 0)[None], lambda ax: 1 if ax else 2,
+                          lambda s, ax: re(s, 0) if ax else s) for m in "WR")
+        b = L.derived(lay["b"], "lstm", lambda v: np.concatenate([re(v, 0), 0 * v])[None]) if lay.get("b") else ""
+        h0, c0 = (L.op("Unsqueeze", [init[f"{s}{l}"], L.k([0])]) if f"{s}{l}" in init else "" for s in "hc")
+        y, yh, yc = L.op("LSTM", [x, W, R, b, "", h0, c0], [L.fresh(f"Y{l}"), L.fresh("Y_h"), L.fresh("Y_c")],
+                         hidden_size=hint["H"])
+        x = L.op("Squeeze", [y, L.k([1])])  # [T, B, H]
+        res[f"h{l}"], res[f"c{l}"] = (L.op("Squeeze", [v, L.k([0])]) for v in (yh, yc))
+    if acc:
+        res[acc] = L.op("Add", [init[acc], L.op("ReduceSum", [x, L.k([0])], keepdims=0)])
+    seq = [L.op("Transpose", [x], perm=[1, 0, 2])] if len(n.outputs) > ns else []
+    L.put(n, [res[k] for k in names[:ns]] + seq * (len(n.outputs) - ns))
+    return True
+
+
+def _loop(L, n):
+    hint = n.attrs.get("hint", {}).get("lstm")
+    if not (hint and _lstm(L, n, hint)):
+        (_unroll if L.loop == "unroll" or not n.attrs["n_scan"] else _scan)(L, n)
+
+
+_OPS = {
+    "fc": _fc, "conv": _conv, "take": _time, "mean": _time, "slice": _time, "loop": _loop,
+    "concat": lambda L, n: L.emit(n, "Concat", map(L.get, n.inputs), axis=n.attrs["axis"]),
+    "gather": lambda L, n: L.emit(n, "Gather", map(L.get, n.inputs), axis=-1),
+    "reshape": lambda L, n: L.emit(n, "Reshape", [L.get(n.inputs[0]), L.k([0, *n.attrs["shape"]])]),
+    "split": lambda L, n: L.put(n, L.op("Split", [L.get(n.inputs[0]), L.k(n.attrs["sizes"])],
+                                        [o + L.suffix for o in n.outputs], axis=-1)),
+    "zeros": lambda L, n: L.emit(n, "ConstantOfShape", [L.op("Concat", [L.op("Shape", [L.get(n.inputs[0])], end=1),
+                                                                          L.k(n.attrs["shape"])], axis=0)]),
+}
+
+
+def to_onnx(g: Graph, *, loop: str = "scan") -> onnx.ModelProto:
+    """``g`` as a checked ONNX model: inputs and outputs keep their names, float32, batch ``"B"``,
+    a time length left open ``"T"``. ``loop``: ``"scan"``, or ``"unroll"`` (measurement only)."""
+    L = _Lowering(g, loop)
+    L.lower(g)
+    for o in g.outputs:
+        if L.get(o) != o:
+            L.op("Identity", [L.get(o)], o)
+
+    def io(k):
+        dims = ["B" if i == 0 else "T" if d is None else d for i, d in enumerate(g.shapes[k])]
+        return helper.make_tensor_value_info(k, TensorProto.FLOAT, dims)
+
+    graph = helper.make_graph(L.nodes, g.name, [io(k) for k in g.inputs], [io(k) for k in g.outputs], L.inits)
+    opset = helper.make_opsetid("", 21 if L.quantized else 17)
+    model = helper.make_model(graph, opset_imports=[opset], producer_name="edgeseq")
+    model.ir_version = 10 if L.quantized else 8
     onnx.checker.check_model(model)
     return model
-
-
-def build_step_model(p: dict):
-    import onnx
-    from onnx import TensorProto, helper
-
-    N, K = p["N"], p["K"]
-    nodes = [helper.make_node("MatMul", ["const", "WinCT"], ["cdrive0"]),
-             helper.make_node("Add", ["cdrive0", "bias"], ["cdrive"]),
-             helper.make_node("Mul", ["u", "win_u"], ["udrive"]),  # [B, 1] * [N]
-             helper.make_node("Add", ["udrive", "cdrive"], ["drive"])]
-    _cell(helper, "state", "drive", "state_out", "", nodes)
-    inits = [_init("WT", p["W"].T), _init("win_u", p["Win"][:, 0]), _init("WinCT", p["Win"][:, 1:].T),
-             _init("bias", p["bias"]), _init("lr", np.array(p["lr"], np.float32))]
-    f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        nodes, "esn_step",
-        [helper.make_tensor_value_info("u", f, ["B", 1]), helper.make_tensor_value_info("const", f, ["B", K]),
-         helper.make_tensor_value_info("state", f, ["B", N])],
-        [helper.make_tensor_value_info("state_out", f, ["B", N])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeseq")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
-
-
-# -- int8 -------------------------------------------------------------------------------------------
-
-# |x| < 1 always (x' = (1 - lr) x + lr tanh(.), 0 < lr <= 1, x0 = 0), and so are last and mean:
-# one fixed int16 scale covers the state without calibration and never clips.
-STATE_SCALE = 1.0 / 32767
-CONST_SCALE = 3.0 / 32767  # const is clipped to [-3, 3] by construction
-
-
-def _qweight(w: np.ndarray, bits: int = 8):
-    """Symmetric per-output-channel (``axis=1``) quantization: columns of ``W.T`` differ several-fold
-    in norm, one scale for all would spend most of the 8 bits on the largest."""
-    qmax = 2 ** (bits - 1) - 1
-    amax = np.abs(w).max(axis=0)
-    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
-    q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8 if bits == 8 else np.int16)
-    return q, scale
-
-
-def build_int8_window_model(p: dict):
-    """The WINDOW graph as a Scan with int8 weights, each stored once.
-
-    ``quantize_static`` never looks inside a Scan body, which forced an unrolled graph whose 126
-    per-step QDQ nodes kept the file at 38% of float. Here the weights are dequantized in the main
-    graph and the body reads ``WT`` from the outer scope; the state goes through int16
-    Quantize/DequantizeLinear before every recurrent MatMul, as an int8 x int16 kernel sees it.
-
-    Precision per tensor, chosen by measurement on all 50,977 DS1 beats (N=300), changed labels
-    vs the float graph: recurrent W, Win int8 per-channel + int16 state: 78. Readout Wout int8
-    instead of int16: 124, S +P -2.2 points (600 features with weights ~1 summed, the int8 rounding
-    moves logits by up to 0.7). int16 rr features into the readout with a calibrated scale: a
-    beat after a 100 s gap clipped and changed label (rr is raw seconds and unbounded), so rr
-    stays float32 (9 of 609 readout inputs).
-    """
-    import onnx
-    from onnx import TensorProto, helper
-
-    N, T = p["N"], p["T"]
-    if T is None:
-        raise EdgeseqError("bundle manifest lacks model.input.window_length; cannot fix the window length")
-    F = p["F"] or 9
-    nodes, inits = [], []
-    _const_rr(helper, p, nodes, inits)
-
-    def weight(name, w, bits=8):
-        q, s = _qweight(w, bits)
-        inits.extend([_init(name + "_q", q), _init(name + "_s", s)])
-        nodes.append(helper.make_node("DequantizeLinear", [name + "_q", name + "_s"], [name], axis=1))
-
-    def qdq(x, out, scale, into):
-        into.extend([helper.make_node("QuantizeLinear", [x, scale, "zp16"], [out + "_q"]),
-                     helper.make_node("DequantizeLinear", [out + "_q", scale, "zp16"], [out])])
-
-    inits += [_init("zp16", np.array(0, np.int16)),
-              _init("s_state", np.array(STATE_SCALE, np.float32)),
-              _init("s_const", np.array(CONST_SCALE, np.float32)),
-              _init("bias", p["bias"]), _init("lr", np.array(p["lr"], np.float32)),
-              _init("ax1", np.array([1], np.int64)), _init("ax2", np.array([2], np.int64)),
-              _init("bout", p["bout"]), _init("invT", np.array(1.0 / T, np.float32)),
-              _init("shapeBN", np.array([-1, N], np.int64))]
-    weight("WT", p["W"].T)
-    weight("WinCT", p["Win"][:, 1:].T)
-    weight("win_u", p["Win"][:, 0].reshape(1, N))
-    weight("Wout", p["Wout"], bits=16)
-    qdq("const", "const_d", "s_const", nodes)
-    nodes += [helper.make_node("MatMul", ["const_d", "WinCT"], ["cdrive0"]),
-              helper.make_node("Add", ["cdrive0", "bias"], ["cdrive1"]),
-              helper.make_node("Unsqueeze", ["cdrive1", "ax1"], ["cdrive"]),
-              helper.make_node("Unsqueeze", ["window", "ax2"], ["win3"]),
-              helper.make_node("Unsqueeze", ["win_u", "ax1"], ["win_u3"]),
-              helper.make_node("Mul", ["win3", "win_u3"], ["udrive"]),
-              helper.make_node("Add", ["udrive", "cdrive"], ["drive"])]  # [B, T, N]
-    body = []
-    qdq("xs", "xs_d", "s_state", body)
-    body += [helper.make_node("MatMul", ["xs_d", "WT"], ["rec"]),
-             helper.make_node("Add", ["rec", "ds"], ["pre"]),
-             helper.make_node("Tanh", ["pre"], ["act"]),
-             helper.make_node("Sub", ["act", "xs"], ["dx"]),
-             helper.make_node("Mul", ["dx", "lr"], ["ldx"]),
-             helper.make_node("Add", ["xs", "ldx"], ["xn"]),
-             helper.make_node("Add", ["accs", "xn"], ["accn"])]
-    nodes += _scan(helper, body) + [
-              helper.make_node("Reshape", ["xsum", "shapeBN"], ["xsum2"]),
-              helper.make_node("Mul", ["xsum2", "invT"], ["mean"])]
-    qdq("last", "last_d", "s_state", nodes)
-    qdq("mean", "mean_d", "s_state", nodes)
-    nodes += [helper.make_node("Concat", ["last_d", "mean_d", "rr"], ["features"], axis=1),
-              helper.make_node("MatMul", ["features", "Wout"], ["lin"]),
-              helper.make_node("Add", ["lin", "bout"], ["logits"])]
-    f = TensorProto.FLOAT
-    graph = helper.make_graph(
-        nodes, "esn_window_int8",
-        [helper.make_tensor_value_info("window", f, ["B", T]), helper.make_tensor_value_info("rr", f, ["B", F])],
-        [helper.make_tensor_value_info("logits", f, ["B", p["Wout"].shape[1]])], inits)
-    # opset 21: the first whose QuantizeLinear/DequantizeLinear take int16
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", QOPSET)],
-                              producer_name="edgeseq")
-    model.ir_version = 10
-    onnx.checker.check_model(model)
-    return model
-
-
-def _agreement(float_path: Path, int8_path: Path, windows, rr) -> float:
-    """Share of ``windows`` given the same label by both graphs: a check recorded in the manifest
-    (the quantization itself needs no data, see ``STATE_SCALE``)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    labels = []
-    for path in (float_path, int8_path):
-        s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        labels.append(np.concatenate([
-            s.run(None, {"window": windows[i:i + 512], "rr": rr[i:i + 512]})[0].argmax(1)
-            for i in range(0, len(windows), 512)]))
-    return float((labels[0] == labels[1]).mean()) if len(windows) else 1.0
-
-
-# -- bundle ------------------------------------------------------------------------------------------
-
-def esn_runtime_section(p: dict, fmt: str, *, int8: bool, model: str, step: str, graph_form: str,
-                        source_sha256: str) -> dict:
-    """The manifest ``runtime`` section of an exported ESN, the same for every format: what the
-    device runtime reads to feed the window and step models."""
-    def f32(*shape):
-        return {"shape": list(shape), "dtype": "float32"}
-
-    return {
-        "format": fmt, "precision": "int8" if int8 else "float32", "model": model, "step": step,
-        "graph_form": graph_form, "source_sha256": source_sha256,
-        "inputs": {"window": f32("B", p["T"]), "rr": f32("B", p["F"] or 9)},
-        "outputs": {"logits": f32("B", p["Wout"].shape[1])},
-        "step_inputs": {"u": f32("B", 1), "const": f32("B", p["K"]), "state": f32("B", p["N"])},
-        "step_outputs": {"state_out": f32("B", p["N"])},
-        "rr_inputs": [[int(c), float(r)] for c, r in zip(p["cols"], p["ref"])],
-    }
-
-
-def _calibration_beats(calibration, manifest, limit=2000):
-    """The beats int8 ranges are calibrated on, for every exporter: ``(windows, rr)`` arrays or
-    ``(data_dir, records)`` to read. No beat, or a non-finite value, is one line here, not a
-    quantiser dividing by an empty or infinite range."""
-    if calibration is None:
-        raise EdgeseqError("int8 export needs calibration beats: pass calibration=(windows, rr) or "
-                           "calibration=(data_dir, records)")
-    a, b = calibration
-    if isinstance(a, np.ndarray):
-        windows, rr = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        where = "calibration arrays"
-    else:
-        from ..preprocess.ecg import EcgPreprocessing
-        from ..tasks.ecg import load_beats
-        prep = EcgPreprocessing.from_config(manifest["preprocessing"])
-        beats = load_beats(a, list(b), prep, progress=False)
-        windows, rr = beats.windows, beats.rr
-        where = f"--calibration {a}: records {', '.join(b)}"
-    if len(windows) == 0:
-        raise EdgeseqError(f"{where} hold no usable beats to calibrate int8 ranges on")
-    require_finite(windows, "calibration beat windows")
-    require_finite(rr, "calibration RR features")
-    if len(windows) > limit:  # an even spread over records, not the first record only
-        idx = np.linspace(0, len(windows) - 1, limit).astype(np.int64)
-        windows, rr = windows[idx], rr[idx]
-    return windows, rr
-
-
-def export_esn_onnx(bundle_path, out_dir, *, int8: bool = False, calibration=None,
-                    form: str = "scan") -> Path:
-    """Write an exported bundle: the source manifest plus a ``runtime`` section, ``model.onnx``
-    (WINDOW), ``step.onnx`` (STEP, always float) and the source ``weights.npz`` (the numpy
-    reference keeps working from the same directory).
-
-    ``calibration`` (int8 only): ``(windows, rr)`` arrays, or ``(data_dir, records)`` to read beats.
-    """
-    import onnx
-
-    src, bundle, manifest = source_bundle(bundle_path, out_dir)
-    p = _esn_parts(manifest, bundle.arrays)
-    out = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="edgeseq_onnx_") as work:
-        work = Path(work)
-        onnx.save(build_window_model(p, form), work / "float.onnx")
-        onnx.save(build_step_model(p), work / STEP)
-        model_file = work / "float.onnx"
-        if int8:
-            windows, rr = _calibration_beats(calibration, manifest)
-            onnx.save(build_int8_window_model(p), work / "int8.onnx")
-            agree = _agreement(work / "float.onnx", work / "int8.onnx", windows, rr)
-            model_file, form = work / "int8.onnx", "scan"
-        weights_name = manifest["model"].get("weights", WEIGHTS)
-        manifest["runtime"] = esn_runtime_section(p, "onnx", int8=int8, model=MODEL, step=STEP, graph_form=form,
-                                                  source_sha256=sha256_file(src / weights_name))
-        if int8:
-            manifest["runtime"]["quantization"] = {
-                "tool": "edgeseq.export.onnx", "format": "QDQ", "weights": "int8",
-                "weight_scales": "per-channel", "readout_weights": "int16",
-                "activations": "int16", "calibration_beats": int(len(windows)),
-                "calibration_agreement": round(agree, 6)}
-        return write_bundle(out, manifest, bundle.arrays, files={MODEL: model_file, STEP: work / STEP})

@@ -64,14 +64,18 @@ def calibrate(g: Graph, batches) -> dict:
     return out
 
 
-def quantize(g: Graph, ranges: dict) -> Graph:
-    """The integer form of ``g``: weights as :class:`Weight`, every ``q`` node's scale set."""
+def quantize(g: Graph, ranges: dict | None = None, scales: dict | None = None) -> Graph:
+    """The integer form of ``g``: weights as :class:`Weight`, every ``q`` node's scale set from
+    its ``ranges`` (``calibrate``), or given in ``scales`` (``{tensor: scale}``, as a manifest's
+    ``plan`` records them)."""
     q = copy.deepcopy(g)
     for name, axis in q.weights.items():
         q.consts[name] = weight(q.consts[name], axis)
     for n in _q_nodes(q):
         bits, fixed = n.attrs["bits"], n.attrs["fixed"]
-        if fixed is None:
+        if scales and n.outputs[0] in scales:
+            fixed = scales[n.outputs[0]]
+        elif fixed is None:
             top, quant = ranges[n.outputs[0]]
             fixed = max(top if bits == 16 else quant, 1e-6) / (2 ** (bits - 1) - 1)
         n.attrs["scale"] = float(fixed)

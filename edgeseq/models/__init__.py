@@ -17,7 +17,6 @@ from .tcn import TCNModel
 
 #: the estimators of the beat (ECG) task, by ``--model``
 MODELS = {"esn": ESNClassifier, "lstm": LSTMModel, "tcn": TCNModel}
-NEURAL = ("lstm", "tcn")  # until the old exporters go
 
 
 def model_class(kind: str):

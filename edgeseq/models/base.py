@@ -1,6 +1,7 @@
-"""What every model family shares: scikit-learn's ``get_params`` / ``set_params`` over the
-hyper-parameter names a class lists in ``_HYPER``, each value checked against the ranges the
-family declares in ``PARAMS`` (beside its ``__init__``).
+"""What every model family shares: the estimator contract (:class:`Estimator`), scikit-learn's
+``get_params`` / ``set_params`` over the names of ``__init__``'s parameters, each value checked
+against the ranges the family declares in ``PARAMS`` (beside its ``__init__``), one
+:class:`NotFittedError` and one ridge solver.
 
 Decision: a hyper-parameter is checked where it is set, whoever sets it (``--param``, ``tune``, a
 bundle's manifest), so ``units=1000000``, ``lr=NaN`` or ``rc_connectivity=0`` are one line before
@@ -9,12 +10,14 @@ any work, never a traceback, an out-of-memory kill or a readout of NaNs that sti
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..checks import Range, check_params
 from ..errors import EdgeseqError
+from ..finite import decide
 
 
 @dataclass(frozen=True)
@@ -67,35 +70,117 @@ class HyperParameterError(EdgeseqError, ValueError):
     """An unknown hyper-parameter: a ValueError as scikit-learn raises, and one line on the CLI."""
 
 
+class NotFittedError(EdgeseqError, ValueError, AttributeError):
+    """An estimator used before ``fit``: a ValueError and an AttributeError, as scikit-learn's is,
+    and one line on the CLI."""
+
+
+def check_fitted(est, *attrs: str) -> None:
+    """Raise :class:`NotFittedError` unless ``est`` has every learned attribute ``attrs``."""
+    if any(a not in vars(est) for a in attrs):
+        raise NotFittedError(f"this {type(est).__name__} is not fitted yet: call fit() first")
+
+
 def _lists(v):
     """Tuples as lists, so parameters are the same after a JSON round trip."""
     return [_lists(x) for x in v] if isinstance(v, (tuple, list)) else v
 
 
 class HyperParams:
-    _HYPER: tuple = ()
+    """scikit-learn's contract: the hyper-parameters are the parameters of ``__init__``, stored
+    under their own names, so ``get_params`` cannot drift from the signature."""
+
     _NAME = "model"
-    PARAMS: dict = {}  # name -> rule (see check_hyper); every family declares one per _HYPER name
+    PARAMS: dict = {}  # name -> rule (see check_hyper); every family declares one per __init__ parameter
+
+    @classmethod
+    def hyper_parameters(cls) -> tuple[str, ...]:
+        """The names ``__init__`` takes, in its order."""
+        return tuple(p.name for p in inspect.signature(cls.__init__).parameters.values()
+                     if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
     def get_params(self, deep: bool = True) -> dict:
-        return {k: _lists(getattr(self, k)) for k in self._HYPER}
+        return {k: _lists(getattr(self, k)) for k in self.hyper_parameters()}
 
     def set_params(self, **params):
-        for k, v in params.items():
-            if k not in self._HYPER:
+        known = self.hyper_parameters()
+        for k in params:
+            if k not in known:
                 raise HyperParameterError(f"unknown {self._NAME} hyper-parameter {k!r} "
-                                          f"(known: {', '.join(self._HYPER)})")
+                                          f"(known: {', '.join(known)})")
         for k, v in check_hyper(params, self.PARAMS, self._NAME).items():
             setattr(self, k, v)
         return self
+
+
+class Estimator(HyperParams):
+    """The contract of every family's estimator (X: the windows ``(B, T)`` or ``(B, T, D)``;
+    ``side``: per-window side features ``(B, F)``, such as the beats' rr, or None)::
+
+        fit(X, y, side=None, *, n_classes=None, progress=None) -> self
+        decision_function(X, side=None) -> (B, outputs)     the family's description, run in numpy
+        predict(X, side=None) -> (B,)                        class index (-1: not finite) or score
+
+    ``SHARED_FEATURES``: the label-free part of ``fit`` (a reservoir's states) depends on the
+    windows only, so cross-validation computes it once for every fold with
+    ``shared_features(X, side, progress)`` and fits only ``fit_readout(features, y, side, *,
+    n_classes)`` per fold, scored by ``decision_function_from_features(features, side)``.
+    """
+
+    SHARED_FEATURES = False
+
+    @property
+    def classifies(self) -> bool:
+        """Whether outputs are class scores (``predict`` takes their argmax) or scores."""
+        return getattr(self, "objective", "classification") == "classification"
+
+    def predict(self, X, side=None) -> np.ndarray:
+        """Class index per window (``finite.UNLABELLED``, -1, where the outputs are not finite), or
+        the score of a regression model."""
+        z = self.decision_function(X, side)
+        return decide(z)[0] if self.classifies else z[:, 0]
+
+    def resolved(self) -> dict:
+        """The hyper-parameters a fit uses (a family with presets fills in its ``None`` values)."""
+        return self.get_params()
+
+    @classmethod
+    def size_params(cls, size: str | None) -> dict:
+        """The hyper-parameters the CLI's ``--size`` (small, full) stands for."""
+        return {} if size is None else {"size": size}
+
+    def fit_progress(self, label: str, n_windows: int, enabled: bool = True):
+        """What ``fit``'s ``progress`` reports (a trained family: one line per epoch)."""
+        from ..progress import Progress
+
+        return Progress(f"{label} epochs", self.resolved()["epochs"], enabled=enabled, every=True)
+
+    def bundle_params(self) -> dict:
+        """The manifest's ``model.params``."""
+        return self.get_params()
+
+    def architecture(self) -> dict | None:
+        """What the manifest's ``model.architecture`` says beside the arrays, or None."""
+        return None
+
+
+def run_description(g, feeds: dict, output: str, chunk: int = 2048) -> np.ndarray:
+    """Output ``output`` of description ``g`` run on the numpy interpreter, ``chunk`` windows at
+    a time (memory stays a few ``(chunk, units)`` arrays whatever the batch)."""
+    from ..graph.numpy import constants, run
+
+    env = constants(g)
+    n = len(next(iter(feeds.values())))
+    outs = [run(g, {k: v[i:i + chunk] for k, v in feeds.items()}, env=env)[output] for i in range(0, n, chunk)]
+    if outs:
+        return np.concatenate(outs)
+    return np.zeros((0, *[d or 0 for d in g.shapes[output][1:]]), np.float32)
 
 
 def balanced_class_weights(counts, mode, power: float = 1.0, cap: float | None = None):
     """Per-class weights ``(n / (k * n_c)) ** power``, capped: scikit-learn's "balanced" tempered,
     because full balancing lets a class of a few beats from one patient dominate a fit (MIT-BIH
     DS1 has 8 Q beats, 414 F beats mostly in one record). Absent classes weigh 0."""
-    import numpy as np
-
     counts = np.asarray(counts, dtype=np.float64)
     if mode is None:
         return np.ones(len(counts))
@@ -107,10 +192,12 @@ def balanced_class_weights(counts, mode, power: float = 1.0, cap: float | None =
     return cw if cap is None else np.minimum(cw, cap)
 
 
-def ridge_solve(Z: np.ndarray, Y: np.ndarray, ridge: float, w: np.ndarray | None = None) -> np.ndarray:
+def ridge_solve(Z: np.ndarray, Y: np.ndarray, ridge: float, w: np.ndarray | None = None, *,
+                what: str = "ESN readout") -> np.ndarray:
     """Weighted ridge regression ``beta`` of ``Y`` on ``Z`` (its last column the intercept, which is
-    not shrunk; the penalty scales with the total weight). Overflow is not warned about here: the
-    callers check the weights they keep; a singular system is the data's problem, one line."""
+    not shrunk; the penalty scales with the total weight): the one solver of the ESN readouts and
+    the balance baseline. Overflow is not warned about here: the callers check the weights they
+    keep; a singular system is the data's problem, one line naming ``what``."""
     Zw = Z if w is None else Z * w[:, None]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         A = Z.T @ Zw
@@ -120,5 +207,5 @@ def ridge_solve(Z: np.ndarray, Y: np.ndarray, ridge: float, w: np.ndarray | None
         try:
             return np.linalg.solve(A, Zw.T @ Y)
         except np.linalg.LinAlgError:
-            raise EdgeseqError("ESN readout: the training features are degenerate (constant or "
+            raise EdgeseqError(f"{what}: the training features are degenerate (constant or "
                                "overflowing); check the data") from None

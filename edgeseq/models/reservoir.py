@@ -58,7 +58,8 @@ def describe(arrays: dict, params: dict, form: str = "window"):
     top = form == "step"
 
     def cell(b, x, s):
-        pre = b.add(b.fc(b.q(s, 16, fixed, name="sq" + b.name), WT), b.fc(x, WinT, bias))
+        # one name in both forms: the step graph takes the ranges calibrated on the window graph
+        pre = b.add(b.fc(b.q(s, 16, fixed, name="sq"), WT), b.fc(x, WinT, bias))
         f = pre if act == "identity" else b.unary(act, pre)
         s = b.add(b.mul(keep, s), b.mul(lr, f), name="s_out" if top else None)
         y = b.fc(s, Wout_s)

@@ -331,8 +331,9 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
                        # one step per new sample when a device runs the reservoir as samples arrive
                        "samples_per_s": 1e6 / s["mean"] * (samples / steps),
                        "batched_windows_per_s": batched},
-        # what a device loads to classify windows; the step model (if any) is listed in files
-        "size_bytes": int(files[rt["model"]] if rt else sum(files.values())), "files": files,
+        # what a device loads to classify windows (the step file where it is the only one, as in a
+        # TFLite sequence model); the step model (if any) is listed in files
+        "size_bytes": int(files[rt.get("model") or rt["step"]] if rt else sum(files.values())), "files": files,
         **stats,
         "peak_rss_bytes": _peak_rss_bytes(), "model_rss_bytes": int(max(rss1 - rss0, 0)),
         "ort_memory": None, "arena_bytes": None, "arena": None,

@@ -28,11 +28,12 @@ FORMATS = ("onnx", "tflite")
 _CHUNK = 1024  # windows per call: bounds memory whatever the batch
 
 
-def _check(name: str, x, shape: tuple) -> np.ndarray:
-    """``x`` as given when it is float32 of ``shape`` (None = any), else a one-line error."""
+def _check(name: str, x, shape: tuple, free: str = "B") -> np.ndarray:
+    """``x`` as given when it is float32 of ``shape`` (None = any, named ``free`` in the error),
+    else a one-line error."""
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
-    want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + ")"
+    want = "(" + ", ".join(free if s is None else str(s) for s in shape) + ")"
     if x.dtype != np.float32:
         raise EdgeseqError(f"{name} must be float32 of shape {want}, got {x.dtype} "
                            f"(convert with .astype(np.float32))")
@@ -162,7 +163,7 @@ class Model:
         if self._rt["interface"] != "sequence":
             raise EdgeseqError(f"bundle {self.path} classifies whole windows: call logits() or classify()")
         D = self._shapes[self._sample][0]
-        x = _check("X", X, (None, D))
+        x = _check("X", X, (None, D), free="T")
         if not np.isfinite(x).all():
             raise EdgeseqError("X contains NaN or infinite values")
         if state is None:
