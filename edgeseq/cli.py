@@ -110,10 +110,10 @@ def _publish(rep: dict, title: str, json_path: str | None, plot_title: str) -> N
 def _ecg_params(args) -> dict:
     """``--param`` read and checked against the ECG model family's ranges, and ``--out`` checked,
     before the "no --data given" note: a mistake is then the only line on stderr."""
-    from .models import model_class
+    from .models import build
 
     params = _params(args.param)
-    model_class(args.model)(seed=args.seed).set_params(**params)
+    build("ecg", args.model, seed=args.seed, params=params)
     if getattr(args, "out", None) is not None:
         from .bundle import check_bundle_target
 
@@ -304,6 +304,8 @@ def cmd_tune(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models import kinds  # the registry's families: what --model offers
+
     p = _Parser(prog="edgeseq", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -318,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     def model_args(sp):
-        sp.add_argument("--model", default="esn", choices=["esn", "lstm", "tcn"],
+        sp.add_argument("--model", default="esn", choices=sorted({*kinds("ecg"), *kinds("balance")}),
                         help="model family: esn (reservoir), lstm or tcn (PyTorch; default esn)")
         sp.add_argument("--size", choices=["small", "full"],
                         help="small (default: trains on a laptop CPU) or full (wider and deeper, for a GPU; "
@@ -470,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "The study is kept in OUT/study.journal; the same command with more "
                                     "--trials continues it.")
     tu.add_argument("task", choices=["ecg"], help="what to predict")
-    tu.add_argument("--model", default="esn", choices=["esn", "lstm", "tcn"], help="model family (default esn)")
+    tu.add_argument("--model", default="esn", choices=kinds("ecg"), help="model family (default esn)")
     tu.add_argument("--data", metavar="DIR", help="directory of WFDB records (default: the shipped excerpt)")
     tu.add_argument("--records", metavar="LIST",
                     help="comma-separated record names (default: the DS1 records in DIR)")

@@ -1,5 +1,6 @@
-"""LSTM and TCN window models: the numpy references against PyTorch, the streaming forms against
-the window forms, determinism, device selection, and the ESN's torch state path."""
+"""LSTM and TCN window models: their descriptions (numpy) against PyTorch, the step form (the
+description's step graph, run by ``edgeseq.runtime``) against the window form, determinism,
+device selection, and the ESN's torch state path."""
 
 import json
 import subprocess
@@ -10,11 +11,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edgeseq import runtime  # noqa: E402
+from edgeseq.bundle import write_bundle  # noqa: E402
 from edgeseq.cli import main  # noqa: E402
 from edgeseq.errors import EdgeseqError  # noqa: E402
 from edgeseq.models import LSTMModel, TCNModel  # noqa: E402
+from edgeseq.models.base import NotFittedError  # noqa: E402
 from edgeseq.models.torch_fit import _modules, resolve_device  # noqa: E402
-from edgeseq.preprocess.ecg import EcgPreprocessing  # noqa: E402
+from edgeseq.preprocess.balance import BalancePreprocessing  # noqa: E402
+from edgeseq.preprocess.ecg import RR_FEATURES, EcgPreprocessing  # noqa: E402
+from edgeseq.preprocess.qrs import QRSDetector  # noqa: E402
 from edgeseq.tasks import ecg  # noqa: E402
 
 
@@ -57,40 +63,79 @@ def test_numpy_reference_equals_torch(kind, cls, hp):
     assert (kind == "tcn" and hp["channels"] != D) == ("tcn_P" in m.to_arrays())
 
 
-@pytest.mark.parametrize("kind,cls,hp", CASES)
-def test_stream_equals_window(kind, cls, hp):
-    m, _, _ = _from_net(cls, kind, hp, D=3, F=2, C=4, seed=2)
+def _training_bundle(path, m, kind, task):
+    """``m`` as a training bundle of ``task``: one channel and the beats' rr (ecg, 126-sample
+    windows), or four channels and no side features (balance, the preprocessing's windows)."""
+    if task == "ecg":
+        prep = EcgPreprocessing()
+        manifest = {"task": "ecg", "sample_rate": prep.sample_rate, "lead": prep.lead,
+                    "labels": ["N", "S", "V", "F", "Q"], "preprocessing": prep.config(),
+                    "detector": QRSDetector(prep.sample_rate).config(),
+                    "model": {"kind": kind, "params": m.get_params(),
+                              "input": {"window_length": prep.window_length, "rr_features": list(RR_FEATURES)}}}
+    else:
+        prep = BalancePreprocessing()
+        manifest = {"task": "balance", "target": "condition", "sample_rate": prep.sample_rate,
+                    "labels": ["a", "b", "c", "d", "e"], "preprocessing": prep.config(),
+                    "model": {"kind": kind, "params": m.get_params()}}
+    return write_bundle(path, manifest, m.to_arrays())
+
+
+STEP_CASES = [("ecg", "lstm", LSTMModel, {"hidden": 12, "layers": 2, "head": 8}, 1, len(RR_FEATURES)),
+              ("ecg", "tcn", TCNModel, {"channels": 6, "blocks": 4, "kernel": 3, "head": 8}, 1, len(RR_FEATURES)),
+              ("balance", "tcn", TCNModel, {"channels": 4, "blocks": 3, "kernel": 2, "head": 4}, 4, 0)]  # D == C
+
+
+@pytest.mark.parametrize("task,kind,cls,hp,D,F", STEP_CASES)
+def test_step_graph_equals_decision_function(task, kind, cls, hp, D, F, tmp_path):
+    """The description's step graph, run sample by sample by the runtime on a training bundle,
+    ends each window with the logits ``decision_function`` gives for the whole window."""
+    m, _, _ = _from_net(cls, kind, hp, D=D, F=F, C=5, seed=2)
+    model = runtime.load(_training_bundle(tmp_path / "m.bundle", m, kind, task))
+    T = model.window_length
+    assert T > 70  # longer than the small TCNs' receptive fields
     rng = np.random.default_rng(3)
-    u = rng.normal(size=(5, 70, 3)).astype(np.float32)  # 70 > the small TCNs' receptive fields
-    s = rng.normal(size=(5, 2)).astype(np.float32)
-    st = m.stream(batch=5)
-    outs = np.stack([st.push(u[:, t]) for t in range(u.shape[1])], axis=1)
-    np.testing.assert_allclose(outs, m.sequence(u * m.in_scale_), atol=1e-5)
-    np.testing.assert_allclose(m.readout(outs[:, -1], outs.mean(axis=1), s), m.decision_function(u, s), atol=1e-5)
-    st.reset()
-    again = np.stack([st.push(u[:, t]) for t in range(u.shape[1])], axis=1)
-    np.testing.assert_array_equal(again, outs)
+    u = rng.normal(size=(5, T, D)).astype(np.float32)
+    s = rng.normal(size=(5, F)).astype(np.float32)
+    want = m.decision_function(u, s if F else None)
+    for _ in range(2):  # a new initial state starts the next window from zero
+        st = model.initial_state(5, **({"rr": s} if F else {}))
+        for t in range(T):
+            y, st = model.step(np.ascontiguousarray(u[:, t]), st)
+            assert (y is None) == (t < T - 1)
+        np.testing.assert_allclose(y, want, atol=1e-5 * max(1.0, np.abs(want).max()))
+    assert np.abs(want).max() > 1e-3  # not a vacuous zero model
 
 
-def test_tcn_step_state_is_bounded_by_the_kernel_not_the_window():
-    m, _, _ = _from_net(TCNModel, "tcn", {"channels": 4, "blocks": 5, "kernel": 3, "head": 4}, D=1, F=0, C=2)
-    st = m.stream()
-    sizes = {k: v.shape[1] for k, v in st.state.items()}
+def test_tcn_step_state_is_bounded_by_the_kernel_not_the_window(tmp_path):
+    m, _, _ = _from_net(TCNModel, "tcn", {"channels": 4, "blocks": 5, "kernel": 3, "head": 4}, D=1,
+                        F=len(RR_FEATURES), C=5)
+    model = runtime.load(_training_bundle(tmp_path / "m.bundle", m, "tcn", "ecg"))
+    st = model.initial_state(1, rr=np.ones((1, len(RR_FEATURES)), np.float32))
+    sizes = {k: st[k].shape[1] for k in model.state_names if k.startswith("buf")}
     assert sizes == {f"buf{l}": 2 * 2 ** l for l in range(5)}  # (K-1) * dilation rows per block
-    for _ in range(1000):
-        st.push(np.ones((1, 1), np.float32))
-    assert {k: v.shape[1] for k, v in st.state.items()} == sizes
+    for _ in range(300):  # past the window: the state keeps its size
+        _, st = model.step(np.ones((1, 1), np.float32), st)
+    assert {k: st[k].shape[1] for k in sizes} == sizes
+
+
+@pytest.mark.parametrize("cls", [LSTMModel, TCNModel])
+def test_unfitted_model_raises_not_fitted(cls):
+    with pytest.raises(NotFittedError, match="not fitted"):
+        cls().predict(np.zeros((2, 30), np.float32))
+    with pytest.raises(ValueError):  # scikit-learn's NotFittedError is a ValueError and an AttributeError
+        cls().to_arrays()
 
 
 @pytest.mark.parametrize("cls,params", [(LSTMModel, {"hidden": 8}), (TCNModel, {"channels": 6, "blocks": 3})])
 def test_fit_is_deterministic_and_learns(beats, cls, params):
     w, r, y = beats.windows[::3], beats.rr[::3], beats.labels[::3]
-    fits = [cls(epochs=8, batch_size=64, seed=5, **params).fit(w, r, y, n_classes=5) for _ in range(2)]
+    fits = [cls(epochs=8, batch_size=64, seed=5, **params).fit(w, y, r, n_classes=5) for _ in range(2)]
     a, b = fits[0].to_arrays(), fits[1].to_arrays()
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    other = cls(epochs=1, seed=6, **params).fit(w, r, y, n_classes=5)
+    other = cls(epochs=1, seed=6, **params).fit(w, y, r, n_classes=5)
     assert not np.array_equal(other.to_arrays()["head_W2"], a["head_W2"])
     losses = [e["loss"] for e in fits[0].training_["epochs"]]
     assert losses[-1] < losses[0]
@@ -105,7 +150,7 @@ def test_regression_objective_returns_scores_on_the_target_scale():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 30, 2)).astype(np.float32)
     y = 20 + 3 * X[:, :, 0].mean(axis=1) / X[:, :, 0].mean(axis=1).std()
-    m = TCNModel(objective="regression", channels=6, blocks=3, epochs=30, learning_rate=1e-2).fit(X, None, y)
+    m = TCNModel(objective="regression", channels=6, blocks=3, epochs=30, learning_rate=1e-2).fit(X, y)
     pred = m.predict(X)
     assert pred.shape == (300,)
     assert np.corrcoef(pred, y)[0, 1] > 0.8
@@ -137,7 +182,8 @@ def test_full_size_is_wider_and_deeper():
 
 
 def test_bad_inputs_are_one_clear_error(beats):
-    m = TCNModel(channels=4, blocks=2, epochs=1).fit(beats.windows[:300], beats.rr[:300], beats.labels[:300], 5)
+    m = TCNModel(channels=4, blocks=2, epochs=1).fit(beats.windows[:300], beats.labels[:300], beats.rr[:300],
+                                                     n_classes=5)
     w = beats.windows[:3].copy()
     w[1, 5] = np.nan
     with pytest.raises(EdgeseqError, match="window 1 contains NaN"):
@@ -149,7 +195,7 @@ def test_bad_inputs_are_one_clear_error(beats):
     bad = beats.windows[:50].copy()
     bad[7, 0] = np.inf
     with pytest.raises(EdgeseqError, match="training windows holds NaN or infinite"):
-        TCNModel(epochs=1).fit(bad, beats.rr[:50], beats.labels[:50], 5)
+        TCNModel(epochs=1).fit(bad, beats.labels[:50], beats.rr[:50], n_classes=5)
 
 
 def test_esn_states_in_torch_equal_the_numpy_path():
@@ -173,8 +219,9 @@ def test_esn_device_cuda_without_a_gpu_computes_on_the_cpu(beats, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the fallback cannot be exercised")
-    a = ESNClassifier(units=40, device="cuda", seed=2).fit(beats.windows[:200], beats.rr[:200], beats.labels[:200], 5)
-    b = ESNClassifier(units=40, seed=2).fit(beats.windows[:200], beats.rr[:200], beats.labels[:200], 5)
+    a = ESNClassifier(units=40, device="cuda", seed=2).fit(beats.windows[:200], beats.labels[:200], beats.rr[:200],
+                                                           n_classes=5)
+    b = ESNClassifier(units=40, seed=2).fit(beats.windows[:200], beats.labels[:200], beats.rr[:200], n_classes=5)
     np.testing.assert_array_equal(a.Wout_, b.Wout_)
     assert "training on the CPU instead" in capsys.readouterr().err
 

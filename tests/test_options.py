@@ -230,12 +230,12 @@ def test_train_out_not_a_bundle_is_refused_before_training(tmp_path, capsys, mon
 
 
 def test_export_out_not_a_bundle_is_refused_before_export(tiny_bundle, tmp_path, capsys, monkeypatch):
-    import edgeseq.export.onnx as onnx_export
+    import edgeseq.export
 
     def no_work(*a, **k):
         raise AssertionError("exported before --out was checked")
 
-    monkeypatch.setattr(onnx_export, "export_esn_onnx", no_work)
+    monkeypatch.setattr(edgeseq.export, "export", no_work)
     out = tmp_path / "project"
     out.mkdir()
     (out / "notes.txt").write_text("mine\n")
@@ -263,11 +263,11 @@ def test_esn_refuses_non_finite_training_data():
     w, rr, y = rng.normal(size=(50, 30)).astype(np.float32), np.abs(rng.normal(size=(50, 9))) + 0.5, np.arange(50) % 2
     w[7, 3] = np.nan
     with pytest.raises(EdgeseqError, match="training beat windows"):
-        ESNClassifier(units=20).fit(w, rr, y, 2)
+        ESNClassifier(units=20).fit(w, y, rr, n_classes=2)
     w[7, 3] = 0
     rr[3, 1] = np.inf
     with pytest.raises(EdgeseqError, match="RR features"):
-        ESNClassifier(units=20).fit(w, rr, y, 2)
+        ESNClassifier(units=20).fit(w, y, rr, n_classes=2)
 
 
 def test_esn_refuses_non_finite_states_and_weights():
@@ -278,10 +278,10 @@ def test_esn_refuses_non_finite_states_and_weights():
     feats, rr, y = rng.normal(size=(40, 20)), np.ones((40, 9)), np.arange(40) % 2
     feats[5, 5] = np.nan
     with pytest.raises(EdgeseqError, match="reservoir states"):
-        ESNClassifier(units=10).fit_readout(feats, rr, y, 2)
+        ESNClassifier(units=10).fit_readout(feats, y, rr, n_classes=2)
     huge = 1e308 * rng.choice([-1.0, 1.0], feats.shape)  # finite, but the readout overflows
     with pytest.raises(EdgeseqError, match="ESN readout"):
-        ESNClassifier(units=10).fit_readout(huge, rr, y, 2)
+        ESNClassifier(units=10).fit_readout(huge, y, rr, n_classes=2)
 
 
 def test_window_esn_refuses_a_score_of_1e308():
@@ -301,17 +301,17 @@ def test_predict_leaves_non_finite_logits_unlabelled():
     from edgeseq.models.esn import ESNClassifier
 
     est = ESNClassifier(units=10)
-    est.decision_function = lambda w, rr, progress=None: np.array([[0.0, 1.0], [np.nan, 0.0], [np.inf, 0.0]])
+    est.decision_function = lambda X, side=None: np.array([[0.0, 1.0], [np.nan, 0.0], [np.inf, 0.0]])
     assert est.predict(None, None).tolist() == [1, UNLABELLED, UNLABELLED]
 
 
 def test_evaluate_counts_nan_outputs_as_unlabelled_never_normal(tiny_bundle, monkeypatch):
     """A model whose every logit is NaN used to score as 'all N', a plausible accuracy."""
     import edgeseq.tasks.ecg as ecg
-    from edgeseq.models.esn import ESNClassifier
+    from edgeseq.runtime import Model
 
-    monkeypatch.setattr(ESNClassifier, "decision_function",
-                        lambda self, w, rr, progress=None: np.full((len(w), 5), np.nan))
+    # evaluate runs every bundle through the runtime (a training one: its description in numpy)
+    monkeypatch.setattr(Model, "logits", lambda self, w, rr: np.full((len(w), 5), np.nan, np.float32))
     rep = ecg.evaluate(tiny_bundle, SAMPLE, ["208"], progress=False)
     assert rep["n_scored"] == 0 and rep["unlabelled"] == rep["n_beats"] > 0
     assert rep["accuracy"] is None
@@ -324,8 +324,8 @@ def test_cv_counts_nan_outputs_as_unlabelled(monkeypatch):
 
     real = ESNClassifier.decision_function_from_features
 
-    def half_nan(self, feats, rr):
-        z = real(self, feats, rr)
+    def half_nan(self, features, side=None):
+        z = real(self, features, side)
         z[::2] = np.nan
         return z
 
@@ -361,9 +361,10 @@ def test_cv_with_a_record_without_beats(tmp_path, capsys):
                 capsys, "208", "no usable beats")
 
 
-def test_export_int8_calibration_without_beats(tiny_bundle, tmp_path, capsys):
+def test_export_int8_calibration_without_beats(neural_bundles, tmp_path, capsys):
+    """A TCN's int8 ranges are calibrated on data (the ESN's are fixed: it reads none)."""
     d = _record_without_beats(tmp_path / "cal")
-    _in_process(["export", str(tiny_bundle), "--int8", "--calibration", str(d), "--records", "208",
+    _in_process(["export", str(neural_bundles["tcn"]), "--int8", "--calibration", str(d), "--records", "208",
                  "--out", str(tmp_path / "x8")], capsys, "--calibration", "no usable beats")
     assert not (tmp_path / "x8").exists()
 

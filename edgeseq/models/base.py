@@ -132,7 +132,7 @@ class Estimator(HyperParams):
     @property
     def classifies(self) -> bool:
         """Whether outputs are class scores (``predict`` takes their argmax) or scores."""
-        return getattr(self, "objective", "classification") == "classification"
+        return self.objective == "classification"
 
     def predict(self, X, side=None) -> np.ndarray:
         """Class index per window (``finite.UNLABELLED``, -1, where the outputs are not finite), or

@@ -1,9 +1,10 @@
 """Echo-state network beat classifier.
 
 The reservoir is reservoirpy's (its initialisers draw ``W``, ``Win`` and ``bias`` from the usual
-hyper-parameters), but states are computed here for a whole batch of beats at once: one dense
-matrix product per time step for thousands of beats, instead of one reservoirpy ``run`` per beat.
-Prediction needs numpy only, so the same class is the float reference on a device.
+hyper-parameters), but training states are computed here for a whole batch of beats at once: one
+dense matrix product per time step for thousands of beats, instead of one reservoirpy ``run`` per
+beat. Inference is the family's description (:func:`describe`, the graph every export lowers) on
+the numpy interpreter: numpy only, the float reference on a device.
 
 Update rule (reservoirpy 0.4's ``Reservoir``)::
 
@@ -23,12 +24,12 @@ import numpy as np
 
 from ..checks import SEED, Range
 from ..errors import EdgeseqError
-from ..finite import decide, require_finite
-from .base import Each, HyperParams, Optional, balanced_class_weights, ridge_solve
+from ..finite import require_finite
+from .base import (Each, Estimator, Optional, balanced_class_weights, check_fitted, ridge_solve,
+                   run_description)
 
-_HYPER = ("units", "lr", "sr", "input_scaling", "rc_connectivity", "input_connectivity",
-          "bias_scaling", "rr_inputs", "ridge", "class_weight", "class_weight_power",
-          "class_weight_cap", "seed", "dtype", "batch_size", "device")
+#: ``--size full``: a reservoir that wants the CUDA path (torch) for its training states.
+FULL_UNITS = 5000
 
 
 #: Reservoir hyper-parameter ranges shared by the beat ESN and the window ESN. ``units`` starts at
@@ -103,6 +104,10 @@ def batched_states(U: np.ndarray, W: np.ndarray, Win: np.ndarray, bias: np.ndarr
     recurrence (``[x, u, c, 1] @ [W; Win; bias]``), so one ``(batch, N) @ (N, N)``-sized product
     and four elementwise passes are all the work of a step; batching bounds memory to a few
     ``(batch, N)`` arrays whatever ``B`` is. ``progress(done, total)`` is called per batch.
+
+    The training path only (inference runs :func:`describe`): kept beside the description because
+    running that is 1.15-1.5x slower on 5000 beats x 126 samples at N=300 (2-core host), and it
+    cannot compute the ``dtype="float64"`` or multichannel states this path offers.
     """
     U = np.asarray(U)
     if U.ndim == 2:
@@ -142,27 +147,13 @@ def batched_states(U: np.ndarray, W: np.ndarray, Win: np.ndarray, bias: np.ndarr
     return last, mean
 
 
-def sequence_states(u: np.ndarray, W: np.ndarray, Win: np.ndarray, bias: np.ndarray, lr: float,
-                    dtype=np.float64) -> np.ndarray:
-    """Every state of one sequence ``u`` (``(T, D)``), as reservoirpy's ``run`` returns them."""
-    u = np.asarray(u, dtype=dtype)
-    if u.ndim == 1:
-        u = u[:, None]
-    drive = u @ np.asarray(Win, dtype=dtype).T + np.asarray(bias, dtype=dtype).reshape(1, -1)
-    WT = np.asarray(W, dtype=dtype).T
-    x = np.zeros(W.shape[0], dtype=dtype)
-    out = np.empty((len(u), W.shape[0]), dtype=dtype)
-    for t in range(len(u)):
-        x = (1 - lr) * x + lr * np.tanh(x @ WT + drive[t])
-        out[t] = x
-    return out
-
-
-class ESNClassifier(HyperParams):
-    """Echo-state network for beat classification (scikit-learn estimator contract).
+class ESNClassifier(Estimator):
+    """Echo-state network for beat classification (the estimator contract of
+    :class:`~edgeseq.models.base.Estimator`: ``X`` the beat windows ``(B, T)``, ``side`` their rr
+    features ``(B, k)``).
 
     Hyper-parameters are the reservoirpy ``Reservoir`` ones (``units``, ``lr``, ``sr``,
-    ``input_scaling`` -- a float or one value per input: the window's channels, then the
+    ``input_scaling`` -- a float or one value per input: the window's sample, then the
     ``rr_inputs`` --, ``rc_connectivity``, ``input_connectivity``, ``bias_scaling`` for a
     Bernoulli bias, ``seed``), plus:
 
@@ -176,13 +167,16 @@ class ESNClassifier(HyperParams):
       the balanced weights) and ``class_weight_cap`` (largest weight): full balancing lets a
       class of a few beats from one patient (MIT-BIH DS1 has 8 Q beats, 414 F beats mostly in one
       record) dominate the fit.
-    - ``device``: ``"cpu"`` computes states in numpy; ``"cuda"`` (or ``"auto"`` with a GPU) in
-      PyTorch on the GPU (:mod:`edgeseq.models.esn_torch`), for reservoirs of thousands of units.
+    - ``device``: ``"cpu"`` computes the training states in numpy; ``"cuda"`` (or ``"auto"`` with
+      a GPU) in PyTorch on the GPU (:mod:`edgeseq.models.esn_torch`), for reservoirs of thousands
+      of units. Inference is the description (:func:`describe`) on the numpy interpreter.
 
     Learned attributes end in ``_``.
     """
 
-    _HYPER, _NAME = _HYPER, "ESN"
+    _NAME = "ESN"
+    SHARED_FEATURES = True  # the reservoir is label-free: cross-validation computes its states once
+    classifies = True  # a beat classifier: no objective to choose
     PARAMS = {**RESERVOIR_PARAMS, "rr_inputs": _rr_inputs, "class_weight": ("balanced", None),
               "class_weight_power": Range(0, 10), "class_weight_cap": Optional(Range(0, 1e6, lo_open=True)),
               "dtype": ("float32", "float64"), "device": ("cpu", "cuda", "auto")}
@@ -211,6 +205,17 @@ class ESNClassifier(HyperParams):
         self.batch_size = batch_size
         self.device = device
 
+    @classmethod
+    def size_params(cls, size: str | None) -> dict:
+        if size not in (None, "small", "full"):
+            raise EdgeseqError(f"--size must be small or full, not {size!r}")
+        return {"units": FULL_UNITS} if size == "full" else {}
+
+    def fit_progress(self, label: str, n_windows: int, enabled: bool = True):
+        from ..progress import Progress
+
+        return Progress("reservoir states", n_windows, enabled=enabled)
+
     # -- the reservoir: unsupervised, so cross-validation can share its states ---------------
     def init_reservoir(self, input_dim: int = 1) -> "ESNClassifier":
         """Draw the reservoir for windows of ``input_dim`` channels (plus the ``rr_inputs``)."""
@@ -226,12 +231,14 @@ class ESNClassifier(HyperParams):
             bias_scaling=self.bias_scaling, seed=self.seed)
         return self
 
-    def reservoir_features(self, windows: np.ndarray, progress=None, *, rr: np.ndarray | None = None
-                           ) -> np.ndarray:
-        """``[last state, mean state]`` per beat, ``(B, 2 * units)``. ``rr`` is required when the
-        reservoir takes ``rr_inputs`` (the default)."""
-        self._check_reservoir()
-        const = self.reservoir_rr(rr)
+    def reservoir_features(self, X: np.ndarray, side: np.ndarray | None = None, progress=None) -> np.ndarray:
+        """``[last state, mean state]`` per beat, ``(B, 2 * units)``: the training path
+        (:func:`batched_states`, or its CUDA twin). ``side`` (the beats' rr) is required when the
+        reservoir takes ``rr_inputs`` (the default). ``X`` may have channels ``(B, T, D)`` (design
+        questions, ``tools/bench/ecg_designs.py``); ``fit`` and inference take one."""
+        check_fitted(self, "W_")
+        windows = np.asarray(X)
+        const = self.reservoir_rr(side)
         if const is not None and len(const) != len(windows):
             raise EdgeseqError(f"got {len(const)} rows of RR features for {len(windows)} beat windows")
         last, mean = None, None
@@ -250,14 +257,20 @@ class ESNClassifier(HyperParams):
                                         progress=progress)
         return np.concatenate([last, mean], axis=1)
 
+    def shared_features(self, X: np.ndarray, side: np.ndarray | None = None, progress=None) -> np.ndarray:
+        """Draw the reservoir for ``X``'s channels and return :meth:`reservoir_features`: what
+        every fold of a cross-validation shares."""
+        X = np.asarray(X)
+        return self.init_reservoir(1 if X.ndim == 2 else X.shape[2]).reservoir_features(X, side, progress)
+
     # -- readout ------------------------------------------------------------------------------
-    def fit_readout(self, features: np.ndarray, rr: np.ndarray, y: np.ndarray,
+    def fit_readout(self, features: np.ndarray, y: np.ndarray, side: np.ndarray | None = None, *,
                     n_classes: int | None = None) -> "ESNClassifier":
-        """Ridge readout on precomputed reservoir features plus the per-beat features."""
+        """Ridge readout on precomputed reservoir features plus the per-beat features ``side``."""
         y = np.asarray(y, dtype=np.int64)
         n_classes = int(n_classes if n_classes is not None else y.max() + 1)
         require_finite(features, "ESN reservoir states (lower sr or input_scaling, or check the data)")
-        X = require_finite(self._design(features, rr).astype(np.float64), "ESN readout inputs")
+        X = require_finite(self._design(features, side).astype(np.float64), "ESN readout inputs")
         with np.errstate(all="ignore"):  # an overflow is refused just below, not warned about on stderr
             mu = X.mean(axis=0)
             sd = X.std(axis=0)
@@ -279,39 +292,45 @@ class ESNClassifier(HyperParams):
         self.class_counts_ = counts.astype(np.int64)
         return self
 
-    def fit(self, windows: np.ndarray, rr: np.ndarray, y: np.ndarray, n_classes: int | None = None,
+    def fit(self, X: np.ndarray, y: np.ndarray, side: np.ndarray | None = None, *, n_classes: int | None = None,
             progress=None) -> "ESNClassifier":
-        windows = require_finite(windows, "training beat windows")
-        require_finite(rr, "training RR features")
-        self.init_reservoir(1 if windows.ndim == 2 else windows.shape[2])
-        return self.fit_readout(self.reservoir_features(windows, progress, rr=rr), rr, y, n_classes)
+        X = self._windows(require_finite(X, "training beat windows"))
+        if side is not None:
+            require_finite(side, "training RR features")
+        return self.fit_readout(self.shared_features(X, side, progress), y, side, n_classes=n_classes)
 
-    def decision_function_from_features(self, features: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        self._check_readout()
-        X = self._design(features, rr)
+    def decision_function_from_features(self, features: np.ndarray, side: np.ndarray | None = None) -> np.ndarray:
+        """The readout on :meth:`reservoir_features` (cross-validation's folds)."""
+        check_fitted(self, "Wout_")
+        X = self._design(features, side)
         if X.shape[1] != self.Wout_.shape[0]:
             raise EdgeseqError(f"this ESN's readout takes {self.Wout_.shape[0]} features, got "
                                f"{features.shape[1]} reservoir + {X.shape[1] - features.shape[1]} per-beat")
         return X.astype(np.float64) @ self.Wout_ + self.bout_
 
-    def decision_function(self, windows: np.ndarray, rr: np.ndarray, progress=None) -> np.ndarray:
-        self._check_readout()
-        return self.decision_function_from_features(self.reservoir_features(windows, progress, rr=rr), rr)
+    # -- inference: the description ----------------------------------------------------------
+    def description(self, T: int, F: int, form: str = "window"):
+        """:func:`describe`: the graph every export lowers."""
+        return describe(self, T, F, form)
 
-    def predict(self, windows: np.ndarray, rr: np.ndarray, progress=None) -> np.ndarray:
-        """Class index per beat; ``finite.UNLABELLED`` (-1) where the logits are not finite."""
-        return decide(self.decision_function(windows, rr, progress))[0]
+    def decision_function(self, X: np.ndarray, side: np.ndarray | None = None) -> np.ndarray:
+        """Logits ``(B, classes)``: the description run on the numpy interpreter."""
+        check_fitted(self, "W_", "Wout_")
+        X = np.asarray(self._windows(X), np.float32)
+        side = self._side(side, len(X))
+        return run_description(self.description(X.shape[1], side.shape[1]), {"window": X, "rr": side}, "logits",
+                               self.batch_size)
 
     # -- bundle I/O ---------------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
-        self._check_readout()
+        check_fitted(self, "W_", "Wout_")
         return {"W": self.W_.astype(np.float32), "Win": self.Win_.astype(np.float32),
                 "bias": self.bias_.astype(np.float32), "Wout": self.Wout_.astype(np.float32),
                 "bout": self.bout_.astype(np.float32)}
 
     @classmethod
     def from_arrays(cls, params: dict, arrays: dict[str, np.ndarray]) -> "ESNClassifier":
-        unknown = set(params) - set(_HYPER)
+        unknown = set(params) - set(cls.hyper_parameters())
         if unknown:
             raise EdgeseqError(f"unknown ESN hyper-parameters in bundle: {', '.join(sorted(unknown))}")
         missing = [k for k in ("W", "Win", "bias", "Wout", "bout") if k not in arrays]
@@ -330,6 +349,29 @@ class ESNClassifier(HyperParams):
         return model
 
     # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _windows(X) -> np.ndarray:
+        """Beat windows ``(B, T)``; ``(B, T, 1)`` is taken too. The description has one channel."""
+        X = np.asarray(X)
+        if X.ndim == 3 and X.shape[2] == 1:
+            X = X[:, :, 0]
+        if X.ndim != 2:
+            raise EdgeseqError(f"ESN beat windows must have shape (B, T): one channel, got {X.shape}")
+        return X
+
+    def _side(self, side, n: int) -> np.ndarray:
+        """The beats' rr features ``(n, F)`` float32, F as the readout was fitted."""
+        F = self.Wout_.shape[0] - 2 * self.W_.shape[0]
+        if side is None:
+            if F:
+                raise EdgeseqError(f"this ESN reads {F} RR features per beat (side): pass the beats' rr")
+            return np.zeros((n, 0), np.float32)
+        side = np.asarray(side, np.float32)
+        if side.shape != (n, F):
+            raise EdgeseqError(f"RR features must be (beats, {F}) with one row per beat; got {side.shape} "
+                               f"for {n} beats")
+        return side
+
     def _rr_spec(self) -> tuple[np.ndarray, np.ndarray]:
         spec = np.asarray(self.rr_inputs if self.rr_inputs is not None and len(self.rr_inputs)
                           else np.zeros((0, 2)), dtype=np.float64)
@@ -339,13 +381,14 @@ class ESNClassifier(HyperParams):
 
     def reservoir_rr(self, rr) -> np.ndarray | None:
         """The reservoir's constant inputs ``(B, len(rr_inputs))`` from the beats' ``rr``, or None
-        when it takes none: what ``batched_states(..., const=)`` needs."""
+        when it takes none: what ``batched_states(..., const=)`` needs (the description states the
+        same map for inference)."""
         cols, ref = self._rr_spec()
         if not len(cols):
             return None
         if rr is None:
             raise EdgeseqError("this ESN feeds RR features into its reservoir (rr_inputs): pass the "
-                               "beats' rr to reservoir_features(windows, rr=rr)")
+                               "beats' rr as side")
         rr = np.asarray(rr, dtype=np.float64)
         if rr.ndim != 2 or rr.shape[1] <= cols.max():
             raise EdgeseqError(f"RR features must be (beats, k > {cols.max()}), got {rr.shape}")
@@ -356,20 +399,14 @@ class ESNClassifier(HyperParams):
     def _class_weights(self, counts: np.ndarray) -> np.ndarray:
         return balanced_class_weights(counts, self.class_weight, self.class_weight_power, self.class_weight_cap)
 
-    def _design(self, features: np.ndarray, rr: np.ndarray) -> np.ndarray:
+    def _design(self, features: np.ndarray, rr) -> np.ndarray:
+        if rr is None:
+            raise EdgeseqError("the ESN readout reads the beats' RR features: pass them as side")
         rr = np.asarray(rr, dtype=features.dtype)
         if rr.ndim != 2 or len(rr) != len(features):
             raise EdgeseqError(f"RR features must be (beats, k) with one row per beat; got {rr.shape} "
                                f"for {len(features)} beats")
         return np.concatenate([features, rr], axis=1)
-
-    def _check_reservoir(self):
-        if not hasattr(self, "W_"):
-            raise RuntimeError("ESNClassifier: reservoir not initialised; call fit() first")
-
-    def _check_readout(self):
-        if not hasattr(self, "Wout_"):
-            raise RuntimeError("ESNClassifier: readout not fitted; call fit() first")
 
 
 # -- the description: what every export lowers (edgeseq/graph) ------------------------------------
@@ -409,8 +446,8 @@ def describe(est: ESNClassifier, T: int, F: int, form: str = "window"):
     lr = g.const("lr", np.float32(est.lr))
 
     def cell(b, u, cd, x, acc):
-        d = b.add(b.mul(u, win_u), cd, name="d" + b.name)
-        pre = b.add(b.fc(b.q(x, 16, STATE_SCALE, name="xq" + b.name), WT), d, name="pre" + b.name)
+        d = b.add(b.mul(u, win_u), cd, name="d")
+        pre = b.add(b.fc(b.q(x, 16, STATE_SCALE, name="xq"), WT), d, name="pre")
         xn = b.add(x, b.mul(b.sub(b.unary("tanh", pre), x), lr), name="x_out" if b is g else None)
         return {"x": xn, "acc": b.add(acc, xn, name="acc_out" if b is g else None)}
 

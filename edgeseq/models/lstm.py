@@ -1,4 +1,5 @@
-"""A small LSTM over the window (numpy inference, PyTorch training).
+"""A small LSTM over the window (PyTorch training; inference is :func:`describe` on the numpy
+interpreter).
 
 Layer ``l`` has arrays ``lstm_Wih{l}`` ``(4H, in)``, ``lstm_Whh{l}`` ``(4H, H)`` and ``lstm_b{l}``
 ``(4H,)`` (PyTorch's ``b_ih + b_hh``), gates in PyTorch's order ``i, f, g, o``::
@@ -7,8 +8,8 @@ Layer ``l`` has arrays ``lstm_Wih{l}`` ``(4H, in)``, ``lstm_Whh{l}`` ``(4H, H)``
     c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
     h' = sigmoid(o) * tanh(c')                       h, c start at zero for every window
 
-The streaming form is :class:`LSTMStream`: explicit ``(h, c)`` per layer, one call per sample.
-Head and pooling: :mod:`edgeseq.models.neural`.
+The step form is the description's ``step`` graph: explicit ``(h, c)`` per layer and the sum of
+the top layer's outputs, one call per sample. Head and pooling: :mod:`edgeseq.models.neural`.
 """
 
 from __future__ import annotations
@@ -18,20 +19,7 @@ import numpy as np
 from ..checks import Range
 from ..errors import EdgeseqError
 from .base import Optional
-from .neural import TRAIN_HYPER, TRAIN_PARAMS, NeuralSequenceModel
-
-
-def sigmoid(x):
-    # tanh form: no overflow warning for large negative x, and the same value
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
-
-
-def lstm_cell(gx, h, c, Whh_T, H):
-    """One step from the input part of the gates ``gx = x_t @ Wih.T + b``."""
-    g = gx + h @ Whh_T
-    i, f, gg, o = sigmoid(g[:, :H]), sigmoid(g[:, H:2 * H]), np.tanh(g[:, 2 * H:3 * H]), sigmoid(g[:, 3 * H:])
-    c = f * c + i * gg
-    return o * np.tanh(c), c
+from .neural import TRAIN_PARAMS, NeuralSequenceModel
 
 
 class LSTMModel(NeuralSequenceModel):
@@ -40,7 +28,6 @@ class LSTMModel(NeuralSequenceModel):
     override the preset."""
 
     _NAME, KIND = "LSTM", "lstm"
-    _HYPER = ("hidden", "layers") + TRAIN_HYPER
     PARAMS = {"hidden": Optional(Range(1, 4096, integer=True)), "layers": Optional(Range(1, 16, integer=True)),
               **TRAIN_PARAMS}
     PRESETS = {"small": {"hidden": 32, "layers": 1, "head": 32, "epochs": 12},
@@ -67,7 +54,7 @@ class LSTMModel(NeuralSequenceModel):
         return int(self.lstm_Whh0_.shape[1])
 
     def core_array_names(self):
-        L = self.n_layers if hasattr(self, "lstm_Whh0_") else 0
+        L = self.n_layers if "lstm_Whh0_" in vars(self) else 0
         return [f"lstm_{p}{l}" for l in range(L) for p in ("Wih", "Whh", "b")]
 
     def _load_core(self, arrays):
@@ -93,53 +80,12 @@ class LSTMModel(NeuralSequenceModel):
     def layer_weights(self, l: int):
         return (getattr(self, f"lstm_Wih{l}_"), getattr(self, f"lstm_Whh{l}_"), getattr(self, f"lstm_b{l}_"))
 
-    def sequence(self, x: np.ndarray) -> np.ndarray:
-        """Top-layer outputs ``(B, T, H)`` for scaled inputs ``x`` ``(B, T, D)``."""
-        B, T, _ = x.shape
-        H = self.hidden_size
-        seq = x.astype(np.float32)
-        for l in range(self.n_layers):
-            Wih, Whh, b = self.layer_weights(l)
-            gx = seq @ Wih.T + b  # every step's input part at once
-            h = np.zeros((B, H), np.float32)
-            c = np.zeros((B, H), np.float32)
-            out = np.empty((B, T, H), np.float32)
-            WhhT = np.ascontiguousarray(Whh.T)
-            for t in range(T):
-                h, c = lstm_cell(gx[:, t], h, c, WhhT, H)
-                out[:, t] = h
-            seq = out
-        return seq
-
-    def stream(self, batch: int = 1) -> "LSTMStream":
-        self._check()
-        return LSTMStream(self, batch)
+    def description(self, T: int, F: int, form: str = "window"):
+        """:func:`describe`: the graph every export lowers and the numpy interpreter runs."""
+        return describe(self, T, F, form)
 
     def architecture(self) -> dict:
         return {**super().architecture(), "layers": self.n_layers, "gate_order": "ifgo"}
-
-
-class LSTMStream:
-    """The step form: ``push(u_t)`` with ``u_t`` ``(B, D)`` raw samples returns the top layer's
-    ``h_t``; ``state`` holds ``(h, c)`` per layer, exactly what the exported step graph takes."""
-
-    def __init__(self, model: LSTMModel, batch: int = 1):
-        self.m = model
-        self.batch = batch
-        self.reset()
-
-    def reset(self):
-        H, L = self.m.hidden_size, self.m.n_layers
-        self.state = {f"{k}{l}": np.zeros((self.batch, H), np.float32) for l in range(L) for k in ("h", "c")}
-
-    def push(self, u) -> np.ndarray:
-        x = np.asarray(u, np.float32).reshape(self.batch, -1) * self.m.in_scale_
-        for l in range(self.m.n_layers):
-            Wih, Whh, b = self.m.layer_weights(l)
-            h, c = lstm_cell(x @ Wih.T + b, self.state[f"h{l}"], self.state[f"c{l}"], Whh.T, self.m.hidden_size)
-            self.state[f"h{l}"], self.state[f"c{l}"] = h, c
-            x = h
-        return x
 
 
 # -- the description: what every export lowers (edgeseq/graph) ------------------------------------
@@ -182,8 +128,7 @@ def describe(est: LSTMModel, T: int, F: int, form: str = "window"):
     if form == "window":
         zero = g.zeros(x, H)
         end = g.loop(T, lambda b, x, **st: cell(b, x, **st), scan={"x": x}, state={k: zero for k in [*names, "acc"]},
-                     name="lstm")
-        g.nodes[-1].attrs["hint"] = {"lstm": {"layers": layers, "H": H, "gates": "ifog", "x": "lstm_x", "acc": "acc"}}
+                     name="lstm", hint={"lstm": {"layers": layers, "H": H, "gates": "ifog", "x": "lstm_x", "acc": "acc"}})
         last, acc = end[f"h{L - 1}"], end["acc"]
     else:
         st = {k: g.input(k, H) for k in [*names, "acc"]}

@@ -1,5 +1,5 @@
 """What the trained sequence models (LSTM, TCN) share: input scaling, side features, pooling, head,
-bundle arrays, and inference in numpy.
+bundle arrays, and inference through the family's description.
 
 Both families map a window ``u`` (``(B, T)`` or ``(B, T, D)``) and optional per-window side
 features ``s`` (``(B, F)``: the beat's RR features for ECG, none for balance) to outputs::
@@ -10,12 +10,14 @@ features ``s`` (``(B, F)``: the beat's RR features for ECG, none for balance) to
     f    = [h_{T-1}, mean_t h_t, z]
     out  = relu(f @ W1 + b1) @ W2 + b2                      logits (classification) or scores (regression)
 
-``last`` and ``mean`` are what a device accumulates step by step, so the streaming form (the core
-fed one sample at a time with explicit state, then :meth:`readout`) equals the window form.
+``last`` and ``mean`` are what a device accumulates step by step, so the step form (the
+description's ``step`` graph: the core fed one sample at a time with explicit state, the head
+after the window's last sample) equals the window form.
 
-Inference is numpy; ``fit`` trains in PyTorch (``edgeseq.models.torch_fit``, host only). The
-scikit-learn contract holds: hyper-parameters in ``__init__`` (``None`` takes the ``size``
-preset), ``fit`` returns self, learned attributes end in ``_``.
+Inference is the description (``describe`` in ``lstm.py``/``tcn.py``, the head here) on the numpy
+interpreter; ``fit`` trains in PyTorch (``edgeseq.models.torch_fit``, host only). The estimator
+contract of :class:`~edgeseq.models.base.Estimator` holds: hyper-parameters in ``__init__``
+(``None`` takes the ``size`` preset), ``fit`` returns self, learned attributes end in ``_``.
 """
 
 from __future__ import annotations
@@ -24,18 +26,15 @@ import numpy as np
 
 from ..checks import SEED, Range
 from ..errors import EdgeseqError
-from ..finite import decide, require_finite
-from .base import HyperParams, Optional, balanced_class_weights
+from ..finite import require_finite
+from .base import Estimator, Optional, balanced_class_weights, check_fitted, run_description
 
 SIDE_CLIP = 4.0
 OBJECTIVES = ("classification", "regression")
 
-#: Training hyper-parameters every neural family takes (the core's own come first in ``_HYPER``).
-TRAIN_HYPER = ("objective", "size", "head", "epochs", "batch_size", "learning_rate", "weight_decay",
-               "class_weight", "class_weight_power", "class_weight_cap", "device", "amp", "seed", "threads")
 
-
-#: Ranges of the training hyper-parameters (``None``: the ``size`` preset's value).
+#: Ranges of the training hyper-parameters every neural family takes (``None``: the ``size``
+#: preset's value); each family's ``__init__`` takes these after its core's own.
 TRAIN_PARAMS = {
     "objective": OBJECTIVES, "size": ("small", "full"), "head": Optional(Range(1, 4096, integer=True)),
     "epochs": Optional(Range(1, 100_000, integer=True)), "batch_size": Range(1, 1_000_000, integer=True),
@@ -46,15 +45,11 @@ TRAIN_PARAMS = {
 }
 
 
-def relu(x):
-    return np.maximum(x, 0)
-
-
-class NeuralSequenceModel(HyperParams):
+class NeuralSequenceModel(Estimator):
     """Base of :class:`~edgeseq.models.lstm.LSTMModel` and :class:`~edgeseq.models.tcn.TCNModel`.
 
-    Subclasses define ``PRESETS`` (per ``size``), ``core_arrays`` names, ``sequence(x)`` (all
-    top-layer outputs ``(B, T, H)``) and ``stream(batch)`` (the step form).
+    Subclasses define ``PRESETS`` (per ``size``), ``core_array_names``, ``_load_core`` and
+    ``description(T, F, form)`` (their module's ``describe``).
     """
 
     PRESETS: dict = {}
@@ -88,15 +83,15 @@ class NeuralSequenceModel(HyperParams):
         return {k: (preset[k] if v is None and k in preset else v) for k, v in self.get_params().items()}
 
     # -- training (host): torch --------------------------------------------------------------
-    def fit(self, windows, side=None, y=None, n_classes: int | None = None, progress=None):
-        """Train on windows ``(B, T[, D])``, side features ``(B, F)`` or None, targets ``y``
-        (class indices, or scores for ``objective="regression"``). ``progress(epoch, epochs,
-        note)`` is called after every epoch."""
+    def fit(self, X, y, side=None, *, n_classes: int | None = None, progress=None):
+        """Train on windows ``X`` ``(B, T[, D])``, targets ``y`` (class indices, or scores for
+        ``objective="regression"``) and side features ``(B, F)`` or None. ``progress(epoch,
+        epochs, note)`` is called after every epoch."""
         from .torch_fit import fit_model
 
         if y is None:
             raise EdgeseqError(f"{self._NAME}.fit needs targets y")
-        windows = require_finite(self._as3d(windows), "training windows")
+        windows = require_finite(self._as3d(X), "training windows")
         side = None if side is None else require_finite(np.asarray(side, np.float32), "training side features")
         y = require_finite(np.asarray(y), "training targets")
         fit_model(self, windows, side, y, n_classes, progress)
@@ -107,7 +102,7 @@ class NeuralSequenceModel(HyperParams):
     def class_weights(self, counts: np.ndarray) -> np.ndarray:
         return balanced_class_weights(counts, self.class_weight, self.class_weight_power, self.class_weight_cap)
 
-    # -- inference (numpy) -------------------------------------------------------------------
+    # -- inference: the description ----------------------------------------------------------
     @staticmethod
     def _as3d(windows) -> np.ndarray:
         w = np.asarray(windows, dtype=np.float32)
@@ -118,56 +113,42 @@ class NeuralSequenceModel(HyperParams):
         return w
 
     def _check(self):
-        if not hasattr(self, "head_W2_"):
-            raise RuntimeError(f"{self._NAME}: not fitted; call fit() first")
+        check_fitted(self, "head_W2_")
 
-    def side_features(self, side) -> np.ndarray:
-        """``z``: the side features as the head sees them, ``(B, F)``."""
+    def _side(self, side, n: int) -> np.ndarray:
+        """The side features ``(n, F)`` as given, checked: F as fitted, finite."""
         F = len(self.side_center_)
         if F == 0:
-            return np.zeros((0 if side is None else len(side), 0), np.float32)
+            return np.zeros((n, 0), np.float32)
         if side is None:
             raise EdgeseqError(f"this {self._NAME} reads {F} side features per window (the beats' rr): pass them")
         s = np.asarray(side, dtype=np.float32)
         if s.ndim != 2 or s.shape[1] != F:
             raise EdgeseqError(f"side features must be (B, {F}), got {s.shape}")
+        if len(s) != n:
+            raise EdgeseqError(f"got {len(s)} rows of side features for {n} windows")
         if not np.isfinite(s).all():
             bad = np.argwhere(~np.isfinite(s))[0]
             raise EdgeseqError(f"side feature {bad[1]} of window {bad[0]} is not finite")
-        return np.clip((s - self.side_center_) * self.side_scale_, -SIDE_CLIP, SIDE_CLIP)
+        return s
 
-    def pooled(self, windows, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """``(last, mean)`` of the core's outputs per window, ``(B, H)`` each."""
+    def description(self, T: int, F: int, form: str = "window"):
+        raise NotImplementedError
+
+    def decision_function(self, X, side=None) -> np.ndarray:
+        """Outputs ``(B, outputs)``: the description's window graph on the numpy interpreter."""
         self._check()
-        w = self._as3d(windows)
-        if w.shape[2] != len(self.in_scale_):
-            raise EdgeseqError(f"this {self._NAME} takes {len(self.in_scale_)} input channels, got {w.shape[2]}")
+        w = self._as3d(X)
+        D = len(self.in_scale_)
+        if w.shape[2] != D:
+            raise EdgeseqError(f"this {self._NAME} takes {D} input channels, got {w.shape[2]}")
         if not np.isfinite(w).all():
             raise EdgeseqError(f"window {np.argwhere(~np.isfinite(w))[0][0]} contains NaN or inf")
-        last, mean = [], []
-        for i in range(0, len(w), batch_size):
-            h = self.sequence(w[i:i + batch_size] * self.in_scale_)
-            last.append(h[:, -1])
-            mean.append(h.mean(axis=1))
-        H = self.hidden_size
-        return (np.concatenate(last) if last else np.zeros((0, H), np.float32),
-                np.concatenate(mean) if mean else np.zeros((0, H), np.float32))
-
-    def readout(self, last, mean, side=None) -> np.ndarray:
-        """The head on pooled outputs: what a device calls at the end of a streamed window."""
-        self._check()
-        f = np.concatenate([np.asarray(last, np.float32), np.asarray(mean, np.float32),
-                            self.side_features(side) if len(self.side_center_) else
-                            np.zeros((len(last), 0), np.float32)], axis=1)
-        return relu(f @ self.head_W1_ + self.head_b1_) @ self.head_W2_ + self.head_b2_
-
-    def decision_function(self, windows, side=None, progress=None) -> np.ndarray:
-        last, mean = self.pooled(windows)
-        return self.readout(last, mean, side)
-
-    def predict(self, windows, side=None, progress=None) -> np.ndarray:
-        z = self.decision_function(windows, side)
-        return decide(z)[0] if self.objective == "classification" else z[:, 0]
+        s = self._side(side, len(w))
+        feeds = {"window": w[:, :, 0] if D == 1 else w}
+        if s.shape[1]:
+            feeds["rr"] = s
+        return run_description(self.description(w.shape[1], s.shape[1]), feeds, "logits", 4096)
 
     # -- bundle I/O ---------------------------------------------------------------------------
     COMMON_ARRAYS = ("in_scale", "side_center", "side_scale", "head_W1", "head_b1", "head_W2", "head_b2")
@@ -179,7 +160,8 @@ class NeuralSequenceModel(HyperParams):
 
     @classmethod
     def from_arrays(cls, params: dict, arrays: dict) -> "NeuralSequenceModel":
-        model = cls().set_params(**{k: v for k, v in params.items() if k in cls._HYPER})
+        known = cls.hyper_parameters()
+        model = cls().set_params(**{k: v for k, v in params.items() if k in known})
         missing = [k for k in cls.COMMON_ARRAYS if k not in arrays]
         if missing:
             raise EdgeseqError(f"{cls._NAME} bundle lacks weight arrays: {', '.join(missing)}")

@@ -1,4 +1,5 @@
-"""A small temporal convolutional network (numpy inference, PyTorch training).
+"""A small temporal convolutional network (PyTorch training; inference is :func:`describe` on the
+numpy interpreter).
 
 Block ``l`` (dilation ``d = 2**l``, kernel ``K``) is a causal dilated convolution with a residual::
 
@@ -9,8 +10,8 @@ Block ``l`` (dilation ``d = 2**l``, kernel ``K``) is a causal dilated convolutio
 ``1 + (K-1)(2**L - 1)`` steps; the ``small`` preset (6 blocks, K=3) sees 127 >= the 126-step
 beat window.
 
-The streaming form (:class:`TCNStream`) keeps, per block, a ring buffer of the last ``(K-1) d``
-inputs of that block: a step reads ``K-1`` taps from it and writes one row, so a step costs
+The step form (the description's ``step`` graph) keeps, per block, the last ``(K-1) d`` inputs
+of that block: a step reads ``K-1`` taps from them and shifts in one row, so a step costs
 ``O(layers x kernel x C^2)`` whatever the receptive field, and its outputs equal the
 full-sequence convolution (``tests/test_neural.py``).
 """
@@ -22,7 +23,7 @@ import numpy as np
 from ..checks import Range
 from ..errors import EdgeseqError
 from .base import Optional
-from .neural import TRAIN_HYPER, TRAIN_PARAMS, NeuralSequenceModel, relu
+from .neural import TRAIN_PARAMS, NeuralSequenceModel
 
 
 class TCNModel(NeuralSequenceModel):
@@ -30,7 +31,6 @@ class TCNModel(NeuralSequenceModel):
     8 blocks of 64 channels, kernel 3 (receptive field 511)."""
 
     _NAME, KIND = "TCN", "tcn"
-    _HYPER = ("channels", "blocks", "kernel") + TRAIN_HYPER
     PARAMS = {"channels": Optional(Range(1, 4096, integer=True)), "blocks": Optional(Range(1, 32, integer=True)),
               "kernel": Optional(Range(1, 64, integer=True)), **TRAIN_PARAMS}
     PRESETS = {"small": {"channels": 24, "blocks": 6, "kernel": 3, "head": 32, "epochs": 12},
@@ -63,7 +63,7 @@ class TCNModel(NeuralSequenceModel):
 
     @property
     def has_projection(self) -> bool:
-        return hasattr(self, "tcn_P_")
+        return "tcn_P_" in vars(self)
 
     def dilation(self, l: int) -> int:
         return 2 ** l
@@ -72,7 +72,7 @@ class TCNModel(NeuralSequenceModel):
         return 1 + (self.kernel_size - 1) * (2 ** self.n_blocks - 1)
 
     def core_array_names(self):
-        if not hasattr(self, "tcn_W0_"):
+        if "tcn_W0_" not in vars(self):
             return []
         names = [f"tcn_{p}{l}" for l in range(self.n_blocks) for p in ("W", "b")]
         return names + (["tcn_P", "tcn_pb"] if self.has_projection else [])
@@ -100,74 +100,14 @@ class TCNModel(NeuralSequenceModel):
             raise EdgeseqError(f"TCN bundle: the input projection does not fit {D} inputs and {C} channels")
         super()._check_shapes()
 
-    def block(self, l: int, x: np.ndarray) -> np.ndarray:
-        """Block ``l`` over a whole sequence ``x`` ``(B, T, C_in)``."""
-        W, b = getattr(self, f"tcn_W{l}_"), getattr(self, f"tcn_b{l}_")
-        B, T, _ = x.shape
-        K, d = W.shape[2], self.dilation(l)
-        y = np.broadcast_to(b, (B, T, len(b))).copy()
-        for k in range(K):
-            shift = (K - 1 - k) * d
-            if shift < T:
-                y[:, shift:] += x[:, :T - shift] @ W[:, :, k].T
-        return relu(y) + self._residual(l, x)
-
-    def _residual(self, l, x):
-        if l == 0 and self.has_projection:
-            return x @ self.tcn_P_.T + self.tcn_pb_
-        return x
-
-    def sequence(self, x: np.ndarray) -> np.ndarray:
-        h = x.astype(np.float32)
-        for l in range(self.n_blocks):
-            h = self.block(l, h)
-        return h
-
-    def stream(self, batch: int = 1) -> "TCNStream":
-        self._check()
-        return TCNStream(self, batch)
+    def description(self, T: int, F: int, form: str = "window"):
+        """:func:`describe`: the graph every export lowers and the numpy interpreter runs."""
+        return describe(self, T, F, form)
 
     def architecture(self) -> dict:
         return {**super().architecture(), "blocks": self.n_blocks, "kernel": self.kernel_size,
                 "dilations": [self.dilation(l) for l in range(self.n_blocks)],
                 "projection": self.has_projection, "receptive_field": self.receptive_field()}
-
-
-class TCNStream:
-    """The step form. Block ``l``'s ring ``buf{l}`` ``(B, (K-1) d, C_in)`` holds its last
-    ``(K-1) d`` inputs; row ``t mod len`` is the oldest, so the tap ``j`` steps of ``d`` back
-    is row ``(t - j d) mod len``. ``push(u_t)`` returns the top block's ``h_t``."""
-
-    def __init__(self, model: TCNModel, batch: int = 1):
-        self.m = model
-        self.batch = batch
-        self.reset()
-
-    def reset(self):
-        m = self.m
-        self.t = 0
-        self.state = {}
-        prev = len(m.in_scale_)
-        for l in range(m.n_blocks):
-            self.state[f"buf{l}"] = np.zeros((self.batch, (m.kernel_size - 1) * m.dilation(l), prev), np.float32)
-            prev = m.hidden_size
-
-    def push(self, u) -> np.ndarray:
-        m = self.m
-        x = np.asarray(u, np.float32).reshape(self.batch, -1) * m.in_scale_
-        K = m.kernel_size
-        for l in range(m.n_blocks):
-            W, b = getattr(m, f"tcn_W{l}_"), getattr(m, f"tcn_b{l}_")
-            d = m.dilation(l)
-            buf = self.state[f"buf{l}"]
-            n = buf.shape[1]
-            y = x @ W[:, :, K - 1].T + b
-            for j in range(1, K):  # tap j * d steps back
-                y += buf[:, (self.t - j * d) % n] @ W[:, :, K - 1 - j].T
-            buf[:, self.t % n] = x
-            x = relu(y) + m._residual(l, x)
-        self.t += 1
-        return x
 
 
 # -- the description: what every export lowers (edgeseq/graph) ------------------------------------

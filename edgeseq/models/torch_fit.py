@@ -1,6 +1,6 @@
 """Training of the neural window models in PyTorch (host only: nothing on the device path imports
-this module). The torch modules compute exactly what the numpy references in ``lstm.py`` and
-``tcn.py`` compute; after training their weights become the model's ``_`` arrays.
+this module). The torch modules compute exactly what the families' descriptions (``describe`` in
+``lstm.py`` and ``tcn.py``) state; after training their weights become the model's ``_`` arrays.
 
 Device selection (``resolve_device``): ``cpu``, ``cuda`` (falls back to the CPU with one line on
 stderr when torch sees no GPU) or ``auto``. On CUDA, mixed precision (bf16 autocast where the GPU

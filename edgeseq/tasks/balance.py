@@ -75,29 +75,15 @@ def load_windows(data_dir, prep: BalancePreprocessing, target: str, *, names=Non
     return WindowSet(np.concatenate(Xs), np.concatenate(Ss), np.concatenate(idx), trials, y, labels)
 
 
-MODELS = ("esn", "lstm", "tcn")
-
-
 def _model(target: str, seed: int, params: dict | None, kind: str = "esn", *, size: str | None = None,
            device: str | None = None):
-    """The window model for ``target``: the ESN (mean-state ridge readout) or a trained LSTM/TCN
-    (``size``, ``device`` as the CLI's ``--size``/``--device``; explicit ``params`` win)."""
+    """The window model of family ``kind`` (the registry's) for ``target``: the ESN (mean-state
+    ridge readout) or a trained LSTM/TCN (``size``, ``device`` as the CLI's ``--size``/``--device``;
+    explicit ``params`` win)."""
+    from ..models import build
+
     objective = "classification" if target in CLASS_TARGETS else "regression"
-    if kind not in MODELS:
-        raise EdgeseqError(f"balance models: {', '.join(MODELS)} (got {kind!r})")
-    params = dict(params or {})
-    if kind == "esn":
-        from ..models.esn_window import ESNWindowModel
-
-        if size == "full":
-            params.setdefault("units", 5000)
-        return ESNWindowModel(objective=objective, seed=seed).set_params(**params)
-    from ..models import model_class
-
-    extra = {k: v for k, v in (("size", size), ("device", device)) if v is not None}
-    # Balance windows are 10 s at 25 Hz and a few thousand per data set: more epochs than for beats.
-    return model_class(kind)(objective=objective, seed=seed, epochs=40 if size != "full" else None,
-                             class_weight=None).set_params(**{**extra, **params})
+    return build(TASK, kind, seed=seed, params=params, size=size, device=device, objective=objective)
 
 
 def _per_trial(values: np.ndarray, trial: np.ndarray, n: int) -> np.ndarray:
@@ -113,15 +99,12 @@ def train(data_dir, *, target: str, out, model: str = "esn", seed: int = 0, para
     est = _model(target, seed, params, model, size=size, device=device)
     prep = BalancePreprocessing()
     ws = load_windows(data_dir, prep, target, progress=progress)
-    y = ws.y[ws.trial]
-    if model == "esn":
-        est.fit(ws.X, y, n_classes=len(ws.labels) or None,
-                progress=Progress("reservoir states", len(ws.X), enabled=progress))
-        section = {"kind": "esn", "params": est.sequence_params()}
-    else:
-        est.fit(ws.X, None, y, n_classes=len(ws.labels) or None,
-                progress=Progress(f"{model} epochs", est.resolved()["epochs"], enabled=progress, every=True))
-        section = {"kind": model, "params": est.get_params(), "architecture": est.architecture()}
+    est.fit(ws.X, ws.y[ws.trial], n_classes=len(ws.labels) or None,
+            progress=est.fit_progress(model, len(ws.X), progress))
+    section = {"kind": model, "params": est.bundle_params()}
+    arch = est.architecture()
+    if arch is not None:
+        section["architecture"] = arch
     manifest = {"task": TASK, "target": target, "sample_rate": prep.sample_rate, "labels": ws.labels,
                 "channels": ["top_left", "top_right", "bottom_left", "bottom_right"], "units": "N",
                 "score_range": list(_score_range(target, ws.y)) if not ws.labels else None,
@@ -160,14 +143,13 @@ def _sway_design(S: np.ndarray) -> np.ndarray:
 
 
 def _fit_ridge(Z, Y, alpha):
+    """Ridge on standardised ``Z`` (intercept not shrunk): the models' one solver."""
+    from ..models.base import ridge_solve
+
     mu, sd = Z.mean(axis=0), Z.std(axis=0)
     sd[sd < 1e-12] = 1.0
-    Zs = np.concatenate([(Z - mu) / sd, np.ones((len(Z), 1))], axis=1)
-    A = Zs.T @ Zs
-    reg = np.full(len(A), alpha * len(Z))
-    reg[-1] = 0.0
-    A[np.diag_indices_from(A)] += reg
-    beta = np.linalg.solve(A, Zs.T @ Y)
+    beta = ridge_solve(np.concatenate([(Z - mu) / sd, np.ones((len(Z), 1))], axis=1), Y, alpha,
+                       what="baseline ridge")
     return lambda Q: np.concatenate([(Q - mu) / sd, np.ones((len(Q), 1))], axis=1) @ beta
 
 
@@ -202,9 +184,9 @@ def _fit_logistic(Z, y, k, alpha):
 def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, params: dict | None = None,
                    progress: bool = True, size: str | None = None, device: str | None = None) -> dict:
     """Leave-one-subject-out: every subject is predicted by models that never saw any of its
-    trials. The reservoir is drawn once (it is fixed, untrained), so states are computed once and
-    each fold fits only the readouts; an LSTM or TCN is trained anew per fold. The baseline is
-    fitted on the same folds."""
+    trials. A family with label-free features (``SHARED_FEATURES``: the ESN's reservoir, drawn once,
+    untrained) computes them once and each fold fits only the readout; an LSTM or TCN is trained
+    anew per fold. The baseline is fitted on the same folds."""
     est = _model(target, seed, params, model, size=size, device=device)
     prep = BalancePreprocessing()
     ws = load_windows(data_dir, prep, target, progress=progress)
@@ -214,10 +196,9 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
         raise EdgeseqError(f"leave-subject-out needs at least 3 subjects, found {len(groups)} in {data_dir}")
     classify = bool(ws.labels)
     k = len(ws.labels)
-    esn = model == "esn"
-    if esn:
-        est.init_reservoir(ws.X.shape[2])
-        feats = est.reservoir_features(ws.X, Progress("reservoir states", len(ws.X), enabled=progress))
+    shared = est.SHARED_FEATURES  # label-free features (the reservoir's states): once for all folds
+    if shared:
+        feats = est.shared_features(ws.X, progress=est.fit_progress(model, len(ws.X), progress))
     Zs = _sway_design(ws.sway)
     n = len(ws.trials)
     yw = ws.y[ws.trial]
@@ -228,11 +209,11 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
     for f, g in enumerate(groups):
         test_t = subj == g
         test_w = test_t[ws.trial]
-        if esn:
+        if shared:
             est.fit_readout(feats[~test_w], yw[~test_w], n_classes=k or None)
             esn_w[test_w] = est.decision_function_from_features(feats[test_w])
         else:
-            est.fit(ws.X[~test_w], None, yw[~test_w], n_classes=k or None)
+            est.fit(ws.X[~test_w], yw[~test_w], n_classes=k or None)
             esn_w[test_w] = est.decision_function(ws.X[test_w])
         if classify:
             base_w[test_w] = _fit_logistic(Zs[~test_w], yw[~test_w], k, alpha=1e-2)(Zs[test_w])

@@ -17,7 +17,7 @@ from ..data.mitdb import AAMI_CLASSES, DS1, DS2, PACED, list_records, load_recor
 from ..errors import EdgeseqError
 from ..finite import decide
 from ..metrics import bootstrap_ci, confusion, extended, fold_summary, per_record, report
-from ..models import model_class
+from ..models import build, family
 from ..preprocess.ecg import RR_FEATURES, EcgPreprocessing
 from ..preprocess.qrs import QRSDetector, match_beats
 from ..progress import Progress
@@ -56,41 +56,19 @@ def load_beats(data_dir, records: list[str], prep: EcgPreprocessing, *, progress
                    np.concatenate(rec_idx), list(records))
 
 
-#: ``--size full`` of the ESN: a reservoir that wants the CUDA path (torch) for its states.
-ESN_FULL_UNITS = 5000
-
-
 def _build_model(kind: str, seed: int, params: dict | None, *, size: str | None = None,
                  device: str | None = None):
-    """The estimator for ``kind``; ``size`` and ``device`` are the CLI's ``--size``/``--device``
-    (explicit ``params`` win over what ``size`` implies)."""
-    cls = model_class(kind)
-    params = dict(params or {})
-    if device is not None:
-        params.setdefault("device", device)
-    if size is not None:
-        if kind == "esn":
-            if size not in ("small", "full"):
-                raise EdgeseqError(f"--size must be small or full, not {size!r}")
-            if size == "full":
-                params.setdefault("units", ESN_FULL_UNITS)
-        else:
-            params.setdefault("size", size)
-    return cls(seed=seed).set_params(**params)  # an unknown name: one line listing the known ones
-
-
-def _fit_progress(est, label: str, n_beats: int, enabled: bool):
-    """Per-epoch lines for trained families, per-batch states for the ESN."""
-    if hasattr(est, "resolved"):
-        return Progress(f"{label} epochs", est.resolved()["epochs"], enabled=enabled, every=True)
-    return Progress("reservoir states", n_beats, enabled=enabled)
+    """The estimator of family ``kind`` (the registry's); ``size`` and ``device`` are the CLI's
+    ``--size``/``--device`` (explicit ``params`` win over what ``size`` implies)."""
+    return build(TASK, kind, seed=seed, params=params, size=size, device=device)
 
 
 def _model_section(kind: str, est, prep: EcgPreprocessing) -> dict:
-    section = {"kind": kind, "params": est.get_params(),
+    section = {"kind": kind, "params": est.bundle_params(),
                "input": {"window_length": prep.window_length, "rr_features": list(RR_FEATURES)}}
-    if hasattr(est, "architecture"):
-        section["architecture"] = est.architecture()
+    arch = est.architecture()
+    if arch is not None:
+        section["architecture"] = arch
     return section
 
 
@@ -107,8 +85,8 @@ def train(data_dir, records=None, *, out, model: str = "esn", seed: int = 0, par
     if len(beats.labels) == 0:
         raise EdgeseqError(f"no usable beats in records {', '.join(names)} of {data_dir}")
     t_load = time.perf_counter() - t0
-    est.fit(beats.windows, beats.rr, beats.labels, n_classes=N_CLASSES,
-            progress=_fit_progress(est, model, len(beats.labels), progress))
+    est.fit(beats.windows, beats.labels, beats.rr, n_classes=N_CLASSES,
+            progress=est.fit_progress(model, len(beats.labels), progress))
     seconds = time.perf_counter() - t0
     manifest = {
         "task": TASK,
@@ -131,7 +109,7 @@ def load_model(bundle_path):
     bundle = load_bundle(bundle_path, task=TASK)
     m = bundle.manifest
     prep = EcgPreprocessing.from_config(m["preprocessing"])
-    est = model_class(m["model"]["kind"]).from_arrays(m["model"]["params"], bundle.arrays)
+    est = family(m).estimator.from_arrays(m["model"]["params"], bundle.arrays)
     return bundle, prep, est
 
 
@@ -281,8 +259,9 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
                    device: str | None = None, on_fold=None) -> dict:
     """Record-grouped K-fold cross-validation (leave-one-record-out when ``folds`` is None).
 
-    The reservoir is label-free, so its states are computed once for all beats and only the
-    readout is fit per fold; nothing a fold's readout learns comes from its test records.
+    A family whose features are label-free (``SHARED_FEATURES``: the ESN's reservoir states)
+    computes them once for all beats and fits only the readout per fold; nothing a fold's readout
+    learns comes from its test records. Other families are trained anew per fold.
     ``on_fold(k, n_folds, fold_report)`` is called after each fold (``edgeseq tune`` reports and
     prunes there: an exception it raises ends the cross-validation).
     """
@@ -301,11 +280,10 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
                            "leave them out of --records")
     groups = record_folds(names, sizes, folds or len(names), seed)
     est = _build_model(model, seed, params, size=size, device=device)
-    shared = hasattr(est, "reservoir_features")
+    shared = est.SHARED_FEATURES
     if shared:
-        est.init_reservoir(1)
-        feats = est.reservoir_features(beats.windows, rr=beats.rr, progress=Progress(
-            "reservoir states", len(beats.labels), enabled=progress))
+        feats = est.shared_features(beats.windows, beats.rr,
+                                    progress=est.fit_progress(model, len(beats.labels), progress))
     conf = np.zeros((N_CLASSES + 1, N_CLASSES + 1), np.int64)
     per_fold, fit_seconds = [], []
     by_record, fold_of = {}, {}
@@ -314,12 +292,12 @@ def cross_validate(data_dir, records=None, *, model: str = "esn", folds: int | N
         test = np.isin(beats.record_index, [names.index(r) for r in group])
         train_ = ~test
         if shared:
-            est.fit_readout(feats[train_], beats.rr[train_], beats.labels[train_], N_CLASSES)
+            est.fit_readout(feats[train_], beats.labels[train_], beats.rr[train_], n_classes=N_CLASSES)
             pred = decide(est.decision_function_from_features(feats[test], beats.rr[test]))[0]
         else:
             t_fit = time.perf_counter()
-            est.fit(beats.windows[train_], beats.rr[train_], beats.labels[train_], n_classes=N_CLASSES,
-                    progress=_fit_progress(est, f"fold {k + 1}/{len(groups)}", int(train_.sum()), progress))
+            est.fit(beats.windows[train_], beats.labels[train_], beats.rr[train_], n_classes=N_CLASSES,
+                    progress=est.fit_progress(f"fold {k + 1}/{len(groups)}", int(train_.sum()), progress))
             fit_seconds.append(time.perf_counter() - t_fit)
             pred = est.predict(beats.windows[test], beats.rr[test])
         c = _scored(beats.labels[test], pred)

@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 
 from ..errors import EdgeseqError
-from ..models import MODELS
+from ..models import lookup
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
 
@@ -143,8 +143,7 @@ def load_space(space, model: str) -> dict:
     Every mistake is one EdgeseqError naming the file and the hyper-parameter, raised before any
     trial starts: a typo found after an hour of search costs the hour.
     """
-    if model not in MODELS:
-        raise EdgeseqError(f"unknown model kind {model!r} (known: {', '.join(sorted(MODELS))})")
+    estimator = lookup("ecg", model).estimator  # an unknown kind: one line naming the known ones
     where = "default space"
     if isinstance(space, (str, Path)) and str(space) == "default":
         space = DEFAULT_SPACES[model]
@@ -163,7 +162,7 @@ def load_space(space, model: str) -> dict:
     if not isinstance(space, dict) or not space:
         raise EdgeseqError(f"{where}: a space is a non-empty JSON object of name -> "
                            '{"type": "int"|"float"|"categorical", ...}')
-    known = [k for k in MODELS[model]._HYPER if k not in RESERVED]
+    known = [k for k in estimator.hyper_parameters() if k not in RESERVED]
     for name, spec in space.items():
         if name in RESERVED:
             raise EdgeseqError(f"{where}: {name!r} cannot be searched ({RESERVED[name]})")

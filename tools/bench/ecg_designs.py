@@ -95,8 +95,7 @@ class Beats:
             windows = self.windows
             if key == "two_leads":
                 windows = np.stack([self.windows, self.second_lead()], axis=2)
-            est = ESNClassifier(**params).init_reservoir(1 if windows.ndim == 2 else windows.shape[2])
-            self._cache[key] = est.reservoir_features(windows, rr=self.rr)
+            self._cache[key] = ESNClassifier(**params).shared_features(windows, self.rr)
         return self._cache[key]
 
     def logits(self, feats, est_factory, *, y=None, fix=None) -> np.ndarray:
@@ -105,7 +104,7 @@ class Beats:
         out = np.zeros((len(self.y), 5))
         for r in range(len(self.names)):
             test = self.rec == r
-            est = est_factory().fit_readout(feats[~test], self.rr[~test], y[~test], 5)
+            est = est_factory().fit_readout(feats[~test], y[~test], self.rr[~test], n_classes=5)
             if fix:
                 fix(est)
             out[test] = est.decision_function_from_features(feats[test], self.rr[test])

@@ -86,7 +86,7 @@ def main() -> None:
         row = {}
         for dev in (["cpu", "cuda"] if gpu else ["cpu"]):
             m = cls(size="full", epochs=args.epochs, device=dev, seed=0)
-            m.fit(W_, rr, y, n_classes=5)
+            m.fit(W_, y, rr, n_classes=5)
             secs = [e["seconds"] for e in m.training_["epochs"]]
             row[dev] = {"epoch_seconds": secs, "median_after_first": float(np.median(secs[1:] if len(secs) > 1 else secs)),
                         "amp": m.training_["amp"], "params": m.n_params()}
