@@ -103,26 +103,54 @@ def test_evaluate_on_an_exported_bundle_stays_on_the_device_path(onnx_bundle, sa
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_step_then_readout_equals_the_window_model(small_bundle, sample, tmp_path, fmt):
-    """A device that feeds samples one at a time gets the same logits as one window call."""
+def test_a_device_stepping_samples_gets_the_window_logits(small_bundle, sample, tmp_path, fmt):
+    """A device that feeds samples one at a time (``step(u, state)``, the beat's rr held over the
+    window) gets nothing until the window is full, then the logits of one window call."""
     import numpy as np
 
     if fmt == "tflite":
         pytest.importorskip("ai_edge_litert")
     from edgeseq import runtime
+    from edgeseq.errors import EdgeseqError
     from edgeseq.tasks import ecg
 
     out = tmp_path / f"m.{fmt}.bundle"
     assert _run("export", small_bundle, "--format", fmt, "--out", out).returncode == 0
-    _, prep, est = ecg.load_model(small_bundle)
+    _, prep, _ = ecg.load_model(small_bundle)
     beats = ecg.load_beats(sample, ["208"], prep, progress=False)
-    w, rr = beats.windows[:16], beats.rr[:16]
+    w, rr = beats.windows[:16].astype(np.float32), beats.rr[:16].astype(np.float32)
     model = runtime.load(out)
-    const = est.reservoir_rr(rr).astype(np.float32)
-    model.reset()
-    total = 0
+    assert model.held == ["rr"] and model.window_length == w.shape[1]
+    with pytest.raises(EdgeseqError, match=r"pass initial_state\(rr=\.\.\.\)"):
+        model.step(w[:, :1])  # the rr of the beat is needed before its first sample
+    state = model.initial_state(len(w), rr=rr)
     for t in range(w.shape[1]):
-        state = model.step(w[:, t:t + 1], const)
-        total = total + state
-    logits = model.readout(state, (total / w.shape[1]).astype(np.float32), rr)
-    np.testing.assert_allclose(logits, model.logits(w, rr), atol=1e-4 * max(1.0, np.abs(logits).max()))
+        y, state = model.step(w[:, t:t + 1], state)
+        assert (y is None) == (t < w.shape[1] - 1)
+    assert state["steps"] == w.shape[1]
+    np.testing.assert_allclose(y, model.logits(w, rr), atol=1e-4 * max(1.0, np.abs(y).max()))
+
+
+def test_int8_export_of_a_sequence_model_through_the_cli(tmp_path):
+    """A tanh reservoir's int8 export needs no data; a relu one's asks for --calibration, a .npy of
+    inputs, and then exports."""
+    import numpy as np
+    from reservoirpy.nodes import Reservoir, Ridge
+
+    import edgeseq
+
+    x = np.stack([np.sin(np.linspace(0, 20, 300)), np.cos(np.linspace(0, 13, 300))], axis=1)
+    for act in ("tanh", "relu"):
+        model = Reservoir(20, activation=act, sr=0.5, seed=1) >> Ridge(ridge=1e-4)
+        model.fit(x[:-1], x[1:, :1])
+        edgeseq.from_reservoirpy(model, tmp_path / f"{act}.bundle")
+    ok = _run("export", tmp_path / "tanh.bundle", "--int8", "--out", tmp_path / "tanh.int8")
+    assert ok.returncode == 0 and "exported int8 onnx bundle" in ok.stdout, ok.stderr
+    _one_line_error(_run("export", tmp_path / "relu.bundle", "--int8", "--out", tmp_path / "relu.int8"),
+                    r"needs calibration data \(--calibration\)")
+    np.save(tmp_path / "cal.npy", x.astype(np.float32))
+    ok = _run("export", tmp_path / "relu.bundle", "--int8", "--calibration", tmp_path / "cal.npy",
+              "--out", tmp_path / "relu.int8")
+    assert ok.returncode == 0, ok.stderr
+    m = json.loads((tmp_path / "relu.int8" / "manifest.json").read_text())
+    assert m["runtime"]["precision"] == "int8" and m["runtime"]["quantization"]["calibration_inputs"] == 1

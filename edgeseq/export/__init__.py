@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -41,35 +39,24 @@ def source_bundle(bundle_path, out_dir=None, task: str | None = None) -> tuple[P
     return src, bundle, manifest
 
 
-def _onnx(g, int8: bool) -> bytes:
+def _onnx(g, int8: bool):
     from .onnx import to_onnx
 
-    return to_onnx(g).SerializeToString()
+    return to_onnx(g).SerializeToString(), "scan"
 
 
-def _tflite(g, int8: bool) -> bytes:
+def _tflite(g, int8: bool):
+    """None for a loop whose length is known only at run time: TFLite has no form for it."""
+    if any(n.op == "loop" and n.attrs["steps"] is None for n in g.nodes):
+        return None
     from .tflite import to_tflite
 
-    return to_tflite(g, loop="while" if int8 else "unroll", description=f"edgeseq {g.name}")
+    form = "while" if int8 else "unroll"
+    return to_tflite(g, loop=form, description=f"edgeseq {g.name}"), form
 
 
-def _dynamic(g) -> bool:
-    return any(n.op == "loop" and n.attrs["steps"] is None for n in g.nodes)
-
-
-@dataclass(frozen=True)
-class Format:
-    suffix: str
-    lower: Callable
-    takes: Callable  # graph -> whether this format has a form for it
-    forms: Callable  # int8 -> {"model": form, "step": form} for the manifest
-
-
-FORMATS = {
-    "onnx": Format("onnx", _onnx, lambda g: True, lambda int8: {"model": "scan", "step": "graph"}),
-    "tflite": Format("tflite", _tflite, lambda g: not _dynamic(g),
-                     lambda int8: {"model": "while" if int8 else "unrolled", "step": "graph"}),
-}
+#: format -> lowering: ``(graph, int8) -> (model file bytes, form) or None``
+FORMATS = {"onnx": _onnx, "tflite": _tflite}
 
 
 # -- calibration inputs, by the runtime interface of the family ------------------------------------
@@ -156,16 +143,16 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
             n = sum(len(next(iter(f.values()))) for f in feeds)  # windows, or sequences
             ranges = calibrate(g, feeds)
         graphs = {k: quantize(v, ranges) for k, v in graphs.items()}
-    fmt_ = FORMATS[fmt]
     with tempfile.TemporaryDirectory(prefix="edgeseq_export_") as work:
-        files, paths = {}, {}
-        for key, form in (("model", "window"), ("step", "step")):
-            if fmt_.takes(graphs[form]):
-                files[key] = f"{key}.{fmt_.suffix}"
-                paths[files[key]] = Path(work) / files[key]
-                paths[files[key]].write_bytes(fmt_.lower(graphs[form], int8))
-        rt = {"format": fmt, "precision": "int8" if int8 else "float32", **files,
-              "graph_form": {k: v for k, v in fmt_.forms(int8).items() if k in files},
+        files, paths, form = {}, {}, "step"  # the form of the window model; a step is a plain graph
+        for key, which in (("model", "window"), ("step", "step")):
+            lowered = FORMATS[fmt](graphs[which], int8)
+            if lowered is not None:
+                files[key] = name = f"{key}.{fmt}"
+                paths[name] = Path(work) / name
+                paths[name].write_bytes(lowered[0])
+                form = lowered[1] if key == "model" else form
+        rt = {"format": fmt, "precision": "int8" if int8 else "float32", **files, "graph_form": form,
               **contract(graphs, fam.interface)}
         if "model" not in files:
             del rt["inputs"], rt["outputs"]

@@ -3,8 +3,10 @@
 Decisions, as measured on the hand-built exporters this replaces:
 
 - A loop is a ``Scan`` reading carry tensors from the outer scope (faster than unrolled, one copy
-  of the body; ``loop="unroll"`` is kept for measurement). A loop the LSTM description marks
-  (``hint["lstm"]``) is the ``LSTM`` op per layer (several times faster), unless its body rounds.
+  of the body: ``tools/bench/export_forms.py``) over time-major inputs; the body's work on scanned
+  inputs and carry alone (the ESN's input drive, a reservoir's ``x_t @ Win``) runs before it, once
+  on the whole ``[T, B, ..]`` tensors. A loop the LSTM description marks (``hint["lstm"]``) is the
+  ``LSTM`` op per layer (several times faster), unless its body rounds.
 - ``conv`` is ``Conv`` over ``[B, C, T]``, dilated, padded ``(K-1) d`` on the left only. Elementwise
   ops and ``fc`` (a 1x1 Conv) on channels-first tensors stay so; a tensor is transposed back only
   where read as ``[B, T, C]``, a ``q`` output by rounding its transposed input (onnxruntime's QDQ
@@ -31,12 +33,10 @@ _ONNX = {"add": "Add", "sub": "Sub", "mul": "Mul", "max": "Max", "min": "Min",
 
 class _Lowering:
     """The ONNX nodes and initializers of one description. ``env``/``cf``: IR tensor -> ONNX name
-    in the description's layout / channels-first (loop bodies and unrolled steps chain their own)."""
+    in the description's layout / channels-first (a loop body and its hoisted work chain their own)."""
 
-    def __init__(self, g: Graph, loop: str):
-        if loop not in ("scan", "unroll"):
-            raise ValueError(f"unknown loop form {loop!r}")
-        self.g, self.loop, self.suffix, self.n, self.inits, self.made = g, loop, "", 0, [], {}
+    def __init__(self, g: Graph):
+        self.g, self.suffix, self.n, self.inits, self.made = g, "", 0, [], {}
         self.qs = {n.outputs[0]: n for n in g.walk() if n.op == "q"}
         self.quantized = (any(isinstance(v, Weight) for v in g.consts.values())
                           or any(n.attrs["scale"] is not None for n in self.qs.values()))
@@ -106,8 +106,8 @@ class _Lowering:
     def only_cf(self, x: str) -> bool:
         return x in self.cf and x not in self.env
 
-    def lower(self, graph: Graph) -> None:
-        for n in graph.nodes:
+    def lower(self, nodes) -> None:
+        for n in nodes:
             if n.op not in _ELEMENTWISE:
                 _OPS[n.op](self, n)
                 continue
@@ -116,13 +116,6 @@ class _Lowering:
             cf = any(map(self.only_cf, wide)) and len(shape) == 3 and all(self.g.shapes[x] == shape for x in wide)
             out = self.fresh(n.outputs[0]) if cf else n.outputs[0] + self.suffix
             self.put(n, _ELEMENTWISE[n.op](self, n, [self.get(x, cf and x in wide) for x in n.inputs], out), cf)
-
-    def scans(self, n) -> list:
-        """The loop's scanned inputs (as long as its ``steps``: a Scan runs over all of them)."""
-        xs = n.inputs[n.attrs["n_state"] + n.attrs["n_carry"]:]
-        if any(n.attrs["steps"] not in (None, self.g.shapes[x][1]) for x in xs):
-            raise ValueError(f"loop {n.attrs['body'].name!r}: {n.attrs['steps']} steps over a longer input")
-        return [self.get(x) for x in xs]
 
 
 # -- ops --------------------------------------------------------------------------------------------
@@ -140,6 +133,7 @@ _ELEMENTWISE = {
                                                  L.k(n.attrs["hi"], np.float32)], out),
     "q": _q,
 }
+_HOIST = {*_ELEMENTWISE, "fc"}  # ops a Scan body's input work may run as on [B, T, ..]
 
 
 def _fc(L, n):
@@ -158,8 +152,7 @@ def _time(L, n):
     if n.op == "take":
         return L.emit(n, "Gather", [x, L.k(a["index"])], axis=ax)
     if n.op == "slice":
-        end = a["start"] + L.g.shapes[n.outputs[0]][1]
-        return L.emit(n, "Slice", [x, L.k([a["start"]]), L.k([end]), L.k([ax])], cf)
+        return L.emit(n, "Slice", [x, L.k([a["start"]]), L.k([a["start"] + a["length"]]), L.k([ax])], cf)
     axes = {} if L.quantized else {"axes": [ax]}  # opset 21 (from 18): an input
     L.emit(n, "ReduceMean", [x] if axes else [x, L.k([ax])], keepdims=0, **axes)
 
@@ -171,47 +164,49 @@ def _conv(L, n):
 
 
 def _scan(L, n):
-    a, body = n.attrs, n.attrs["body"]
-    ns, nc = a["n_state"], a["n_carry"]
-    init, scans, own = [L.get(x) for x in n.inputs[:ns]], L.scans(n), body.inputs[:ns] + body.inputs[ns + nc:]
+    """A Scan over one step, scanning time-major ``[T, B, ..]`` tensors (a step's slice is contiguous).
+    The body's work on scanned inputs and carry alone (no state) runs before it, on the whole
+    tensors (carry as ``[1, B, ..]``), and the body scans its results."""
+    body, ns, nc = n.attrs["body"], n.attrs["n_state"], n.attrs["n_carry"]
+    init = [L.get(x) for x in n.inputs[:ns]]
     carry = {k: L.get(x) for k, x in zip(body.inputs[ns:ns + nc], n.inputs[ns:ns + nc])}
-    saved = L.nodes, L.env, L.cf
-    L.nodes, L.env, L.cf = [], L.env.new_child({**{k: k for k in own}, **carry}), L.cf.new_child()
-    L.lower(body)
+    seq = {k: L.op("Transpose", [L.get(x)], perm=[1, 0, *range(2, len(L.g.shapes[x]))])  # body name -> [T, B, ..]
+           for k, x in zip(body.inputs[ns + nc:], n.inputs[ns + nc:])}
+    if not seq:
+        raise ValueError(f"loop {body.name!r} scans no input: it has no Scan form")
+    dep, pre, consts = set(seq), [], set(L.g.consts)
+    for m in body.nodes:
+        if m.op in _HOIST and dep & set(m.inputs) and set(m.inputs) <= dep | consts | set(carry) and \
+                (m.op != "fc" or set(m.inputs[1:]) <= consts):
+            pre.append(m)
+            dep.update(m.outputs)
+    saved, reads = (L.env, L.cf), {i for m in pre for i in m.inputs}
+    bcast = {k: L.op("Unsqueeze", [x, L.k([0])]) for k, x in carry.items() if k in reads}
+    L.env, L.cf, L.suffix = L.env.new_child({**seq, **bcast}), L.cf.new_child(), "@T"
+    L.lower(pre)
+    rest = [m for m in body.nodes if m not in pre]
+    need = {i for m in rest for i in m.inputs} | set(body.outputs)
+    scans = {k: L.env[k] for k in [*seq, *(o for m in pre for o in m.outputs)] if k in need} or seq
+    own, main, L.suffix = body.inputs[:ns] + list(scans), L.nodes, ""
+    L.nodes, L.env, L.cf = [], saved[0].new_child({**{k: k for k in own}, **carry}), saved[1].new_child()
+    L.lower(rest)
     made, outs = {o for nd in L.nodes for o in nd.output}, []
     for o in map(L.get, body.outputs):  # a Scan output is made in the body, once
         outs.append(o if o in made and o not in outs else L.op("Identity", [o]))
     vi = lambda k: helper.make_tensor_value_info(k, TensorProto.FLOAT, None)  # noqa: E731
     graph = helper.make_graph(L.nodes, body.name, [vi(k) for k in own], [vi(k) for k in outs])
-    L.nodes, L.env, L.cf = saved
+    L.nodes, (L.env, L.cf) = main, saved
     axes = {"scan_output_axes": [1] * (len(n.outputs) - ns)} if len(n.outputs) > ns else {}
-    L.put(n, L.op("Scan", init + scans, [o + L.suffix for o in n.outputs], body=graph, num_scan_inputs=len(scans),
-                  scan_input_axes=[1] * len(scans), **axes))
+    L.put(n, L.op("Scan", init + list(scans.values()), list(n.outputs), body=graph, num_scan_inputs=len(scans), **axes))
 
 
-def _unroll(L, n):
-    a, body = n.attrs, n.attrs["body"]
-    ns, steps = a["n_state"], a["steps"] or L.g.shapes[n.inputs[-1]][1]
-    if steps is None:
-        raise ValueError(f"loop {body.name!r}: unrolling needs a known number of steps")
-    outer, scans = [L.get(x) for x in n.inputs[:ns + a["n_carry"]]], L.scans(n)
-    state, cols, saved = outer[:ns], [[] for _ in body.outputs[ns:]], (L.env, L.cf)
-    for t in range(steps):
-        L.suffix, step = f"@{t}", [L.op("Gather", [s, L.k(t)], axis=1) for s in scans]
-        L.env, L.cf = saved[0].new_child(dict(zip(body.inputs, state + outer[ns:] + step))), saved[1].new_child()
-        L.lower(body)
-        vals = [L.get(o) for o in body.outputs]
-        state = vals[:ns]
-        for c, v in zip(cols, vals[ns:]):
-            c.append(L.op("Unsqueeze", [v, L.k([1])]))
-    (L.env, L.cf), L.suffix = saved, ""
-    L.put(n, state + [L.op("Concat", c, o, axis=1) for c, o in zip(cols, n.outputs[ns:])])
-
-
-def _lstm(L, n, hint) -> bool:
-    """The marked loop as one LSTM op per layer; False (nothing made) where that cannot be: a
-    rounded activation in the body, a state or collected tensor the op does not give."""
-    a, body, layers = n.attrs, n.attrs["body"], hint["layers"]
+def _lstm(L, n) -> bool:
+    """A loop whose hint marks an LSTM as one LSTM op per layer; False (nothing made) where that
+    cannot be: no hint, a rounded activation in the body, a state or collected tensor the op does not give."""
+    a, body, hint = n.attrs, n.attrs["body"], n.attrs["hint"].get("lstm")
+    if not hint:
+        return False
+    layers = hint["layers"]
     ns, names, top = a["n_state"], a["names"], f"h{len(layers) - 1}"
     key = lambda s: names[names.index(s) if s in names else body.inputs.index(s)]  # noqa: E731
     acc = key(hint["acc"]) if hint.get("acc") else None
@@ -222,7 +217,7 @@ def _lstm(L, n, hint) -> bool:
     order = [hint["gates"].index(c) for c in "iofg"]  # ONNX's gate order
     re = lambda v, ax: np.concatenate([np.split(v, 4, axis=ax)[i] for i in order], axis=ax)  # noqa: E731
     init = {k: L.get(x) for k, x in zip(names[:ns], n.inputs[:ns])}
-    x = L.op("Transpose", [L.scans(n)[names[ns + a["n_carry"]:].index(key(hint["x"]))]], perm=[1, 0, 2])
+    x = L.op("Transpose", [L.get(n.inputs[names.index(key(hint["x"]))])], perm=[1, 0, 2])
     res = {}
     for l, lay in enumerate(layers):  # W^T [in, 4H] -> [1, 4H, in]; b -> [1, 8H] with Rb = 0
         W, R = (L.derived(lay[m], "lstm", lambda v: np.moveaxis(re(v, -1), -1, 0)[None], lambda ax: 1 if ax else 2,
@@ -240,14 +235,9 @@ def _lstm(L, n, hint) -> bool:
     return True
 
 
-def _loop(L, n):
-    hint = n.attrs.get("hint", {}).get("lstm")
-    if not (hint and _lstm(L, n, hint)):
-        (_unroll if L.loop == "unroll" or not n.attrs["n_scan"] else _scan)(L, n)
-
-
 _OPS = {
-    "fc": _fc, "conv": _conv, "take": _time, "mean": _time, "slice": _time, "loop": _loop,
+    "fc": _fc, "conv": _conv, "take": _time, "mean": _time, "slice": _time,
+    "loop": lambda L, n: _lstm(L, n) or _scan(L, n),
     "concat": lambda L, n: L.emit(n, "Concat", map(L.get, n.inputs), axis=n.attrs["axis"]),
     "gather": lambda L, n: L.emit(n, "Gather", map(L.get, n.inputs), axis=-1),
     "reshape": lambda L, n: L.emit(n, "Reshape", [L.get(n.inputs[0]), L.k([0, *n.attrs["shape"]])]),
@@ -258,11 +248,11 @@ _OPS = {
 }
 
 
-def to_onnx(g: Graph, *, loop: str = "scan") -> onnx.ModelProto:
+def to_onnx(g: Graph) -> onnx.ModelProto:
     """``g`` as a checked ONNX model: inputs and outputs keep their names, float32, batch ``"B"``,
-    a time length left open ``"T"``. ``loop``: ``"scan"``, or ``"unroll"`` (measurement only)."""
-    L = _Lowering(g, loop)
-    L.lower(g)
+    a time length left open ``"T"``."""
+    L = _Lowering(g)
+    L.lower(g.nodes)
     for o in g.outputs:
         if L.get(o) != o:
             L.op("Identity", [L.get(o)], o)

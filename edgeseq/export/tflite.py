@@ -236,10 +236,9 @@ def _split(b: _Sub, n) -> None:
 
 
 def _slice(b: _Sub, n) -> None:
-    x, o = n.inputs[0], n.outputs[0]
-    rest = [0] * (len(b.shape(x)) - 2)
-    b.op("SLICE", [b.t(x), b.lit([0, n.attrs["start"], *rest], np.int32),
-                   b.lit([-1, b.shape(o)[1], *[-1 for _ in rest]], np.int32)], [b.out(n)])
+    rest, a = len(b.shape(n.inputs[0])) - 2, n.attrs
+    b.op("SLICE", [b.t(n.inputs[0]), b.lit([0, a["start"], *[0] * rest], np.int32),
+                   b.lit([-1, a["length"], *[-1] * rest], np.int32)], [b.out(n)])
 
 
 def _conv(b: _Sub, n) -> None:

@@ -168,7 +168,7 @@ class Graph:
     def slice(self, x, start: int, length: int, name=None) -> str:
         """``x[:, start:start + length]`` of ``[B, T, ...]``."""
         shape = self.shapes[x]
-        return self.node("slice", [x], (shape[0], int(length), *shape[2:]), name, start=int(start))
+        return self.node("slice", [x], (shape[0], int(length), *shape[2:]), name, start=int(start), length=int(length))
 
     def mean(self, x, name=None) -> str:
         """Mean over axis 1 (time) of ``[B, T, ...]``."""
@@ -191,12 +191,15 @@ class Graph:
         return self.node("q", [x], self.shapes[x], name, bits=int(bits), fixed=scale, scale=None)
 
     def loop(self, steps: int | None, body, *, scan: dict, carry: dict | None = None, state: dict,
-             collect: tuple = (), name: str = "loop", out: dict | None = None) -> dict:
+             collect: tuple = (), name: str = "loop", out: dict | None = None, hint: dict | None = None) -> dict:
         """Run ``body(g, **tensors) -> {state name: new tensor, collect name: tensor}`` for ``steps``
-        steps (None: the scanned inputs' length, known only at run time). ``scan`` ``{body name: [B, T, ...] tensor}``, ``carry`` ``{body name: tensor}``,
-        ``state`` ``{body name: initial tensor}``. Returns ``{state name: final tensor,
-        collect name: [B, T, ...] tensor}`` in the outer graph, named as ``out`` says."""
+        steps (None: the scanned inputs' length, known at run time only; else theirs, where known).
+        The body's inputs, in order: ``state`` ``{name: initial tensor}``, ``carry`` ``{name: tensor}``,
+        ``scan`` ``{name: [B, T, ...] tensor}``. ``hint``: what a lowering may use (``{"lstm": ..}``).
+        Returns ``{state name: final tensor, collect name: [B, T, ...] tensor}``, named as ``out`` says."""
         carry = carry or {}
+        if any(steps is not None and self.shapes[v][1] not in (None, steps) for v in scan.values()):
+            raise ValueError(f"loop {name!r}: {steps} steps over scanned inputs of another length")
         g = Graph(name, parent=self)
         ins = {k: g.input(f"{name}_{k}", *self.shapes[v][1:]) for k, v in {**state, **carry}.items()}
         ins.update({k: g.input(f"{name}_{k}", *self.shapes[v][2:]) for k, v in scan.items()})
@@ -211,7 +214,7 @@ class Graph:
             self.shapes[outs[k]] = (None, steps, *g.shapes[res[k]][1:])
         self.nodes.append(Node("loop", [*state.values(), *carry.values(), *scan.values()], list(outs.values()),
                                {"body": g, "steps": steps, "n_state": len(state), "n_carry": len(carry),
-                                "n_scan": len(scan), "names": list(state) + list(carry) + list(scan)}))
+                                "n_scan": len(scan), "names": [*state, *carry, *scan], "hint": hint or {}}))
         return outs
 
     # -- walking -----------------------------------------------------------------------------

@@ -47,6 +47,7 @@ _OPS = {
     "gather": lambda n, x, idx: x[..., idx],
     "reshape": lambda n, x: x.reshape(len(x), *n.attrs["shape"]),
     "take": lambda n, x: x[:, n.attrs["index"]],
+    "slice": lambda n, x: x[:, n.attrs["start"]:n.attrs["start"] + n.attrs["length"]],
     "mean": lambda n, x: x.mean(axis=1, dtype=F32),
     "conv": lambda n, x, w, b: _conv(x, w, b, n.attrs["dilation"]),
     "zeros": lambda n, like: np.zeros((len(like), *n.attrs["shape"]), F32),
@@ -71,9 +72,6 @@ def run(g: Graph, feeds: dict, *, observe=None, env: dict | None = None) -> dict
             outs = _loop(n, args, env, observe)
         elif n.op == "split":
             outs = np.split(args[0], np.cumsum(n.attrs["sizes"])[:-1], axis=-1)
-        elif n.op == "slice":
-            s, length = n.attrs["start"], g.shapes[n.outputs[0]][1]
-            outs = [args[0][:, s:s + length]]
         else:
             outs = [_OPS[n.op](n, *args)]
         for name, v in zip(n.outputs, outs):

@@ -194,6 +194,18 @@ def runtime_section(root: Path, manifest: dict) -> dict:
     for key in ("model", "step"):
         if rt.get(key) and rt[key] not in manifest["files"]:
             raise EdgeseqError(f"bundle {root}: {rt[key]} is not listed with a hash in the manifest")
+    for key in ("inputs", "outputs") if rt.get("model") else ():  # what the window file is checked against
+        if key not in rt:
+            raise EdgeseqError(f"bundle {root}: manifest.json: runtime: {key!r} is a required property "
+                               f"(it names what {rt['model']} takes and gives)")
+    # the names Model feeds and reads: the step's sample input first, then its states and held inputs
+    ins, outs = list(rt["step_inputs"]), list(rt["step_outputs"])
+    missing = [f"input {k!r}" for k in rt["state"] + rt["held"] if k not in ins[1:]] + \
+              [f"output {k + '_out'!r}" for k in rt["state"] if k + "_out" not in outs] + \
+              ([] if any(not k.endswith("_out") for k in outs) else ["an output that is not a state"])
+    if missing:
+        raise EdgeseqError(f"bundle {root}: manifest.json: runtime: the step has no {', '.join(missing)} "
+                           f"(state {rt['state']}, held {rt['held']})")
     return rt
 
 

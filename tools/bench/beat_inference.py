@@ -5,8 +5,9 @@ against reservoirpy running the very same reservoir, on the same real DS1 beat w
                                          [--json tools/bench/results/beat_inference.json]
 
 Without ``--bundle`` the default ECG ESN is trained on all of DS1 into a temporary directory; the
-bundle is exported to ONNX float and int8 (calibrated on DS1 beats, as ``edgeseq export --int8
---calibration DIR`` does). ``--n-beats`` beats are drawn (seed 0) from every DS1 record.
+bundle is exported to ONNX float and int8 (``edgeseq.export.export``; the ESN's int8 ranges are fixed
+by its description, so the DS1 calibration beats passed as ``edgeseq export --int8 --calibration
+DIR`` would pass them go unused). ``--n-beats`` beats are drawn (seed 0) from every DS1 record.
 
 Every way of classifying a beat maps ``(window (1, 126), rr (1, 9))`` to the 5 logits:
 
@@ -187,7 +188,7 @@ def main() -> None:
     import edgeseq
     from edgeseq import runtime
     from edgeseq.data.mitdb import select_records
-    from edgeseq.export.onnx import export_esn_onnx
+    from edgeseq.export import export
     from edgeseq.models.esn import batched_states
     from edgeseq.tasks import ecg
 
@@ -211,8 +212,8 @@ def main() -> None:
                              "n_beats": info["n_beats"], "train_s": round(time.perf_counter() - t0, 1)}
             print(f"trained the default ESN on {info['n_beats']} DS1 beats in {res['bundle']['train_s']} s", flush=True)
         _, prep, est = ecg.load_model(bundle)
-        f32 = export_esn_onnx(bundle, tmp / "float.bundle")
-        i8 = export_esn_onnx(bundle, tmp / "int8.bundle", int8=True, calibration=(Path(args.data), records))
+        f32 = export(bundle, tmp / "float.bundle", fmt="onnx")
+        i8 = export(bundle, tmp / "int8.bundle", fmt="onnx", int8=True, calibration=(Path(args.data), records))
         res["bundle"].update({
             "model": "esn", "params": est.get_params(), "units": int(est.W_.shape[0]),
             "inputs": int(est.Win_.shape[1]),

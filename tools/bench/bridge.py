@@ -97,7 +97,7 @@ def balance_bundle(trial: Path, out: Path) -> Path:
     from reservoirpy.nodes import Reservoir, Ridge
 
     from edgeseq.bridge.emulator import NEWTON_PER_COUNT
-    from edgeseq.export.onnx_sequence import export_sequence_onnx
+    from edgeseq.export import export
     from edgeseq.interop.reservoirpy import from_reservoirpy
 
     src = load_source(f"hbedb:{trial}")
@@ -106,8 +106,9 @@ def balance_bundle(trial: Path, out: Path) -> Path:
     y = (X[:, [1, 3]].sum(axis=1, keepdims=True) - X[:, [0, 2]].sum(axis=1, keepdims=True)) / fz
     model = Reservoir(100, lr=0.3, sr=0.9, input_scaling=0.005, seed=0) >> Ridge(ridge=1e-4)
     model.fit(X, y, warmup=100)
-    b = from_reservoirpy(model, out / "balance.esn", sample_rate=src.sample_rate)
-    return export_sequence_onnx(b, out / "balance.onnx")
+    # each window starts from zeros, as the balance ESN's do (not from where the fit left the reservoir)
+    b = from_reservoirpy(model, out / "balance.esn", sample_rate=src.sample_rate, initial_state="zero")
+    return export(b, out / "balance.onnx", fmt="onnx")
 
 
 def main() -> None:

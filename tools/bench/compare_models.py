@@ -150,19 +150,11 @@ def _short(rep: dict) -> dict:
 
 
 def _export(src, dst, fmt, int8, calibration):
-    from edgeseq.bundle import read_manifest
+    """One exporter for every family (``edgeseq export``); the ESN's int8 ranges are fixed and
+    its calibration data unused, the LSTM's and TCN's are calibrated on DS1 beats."""
+    from edgeseq.export import export
 
-    kind = read_manifest(src)["model"]["kind"]
-    if kind in ("lstm", "tcn"):
-        if fmt == "onnx":
-            from edgeseq.export.onnx_neural import export_neural_onnx as export
-        else:
-            from edgeseq.export.tflite_neural import export_neural_tflite as export
-    elif fmt == "onnx":
-        from edgeseq.export.onnx import export_esn_onnx as export
-    else:
-        from edgeseq.export.tflite import export_esn_tflite as export
-    return export(src, dst, int8=int8, calibration=calibration if int8 else None)
+    return export(src, dst, fmt=fmt, int8=int8, calibration=calibration if int8 else None)
 
 
 def main() -> None:

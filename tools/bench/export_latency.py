@@ -1,5 +1,6 @@
 """Per-beat latency of exported bundles: one thread, one beat per call, median and p99 of 500 calls
-after 50 warm-up calls, on real beats of record 208, beside the numpy reference.
+after 50 warm-up calls, on real beats of record 208, beside the training bundle on the numpy
+runtime (the same ``edgeseq.runtime.load``, interpreting the model's description).
 
     python tools/bench/export_latency.py ds1.bundle ds1.onnx.bundle ds1.int8.bundle ... [--data DIR]
 """
@@ -30,14 +31,14 @@ def main():
     ap.add_argument("exported", nargs="+", help="exported bundles")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "mitdb"))
     args = ap.parse_args()
-    _, prep, est = ecg.load_model(args.trained)
+    _, prep, _ = ecg.load_model(args.trained)
     beats = ecg.load_beats(args.data, ["208"], prep, progress=False)
-    w, rr = beats.windows[:550], beats.rr[:550]
+    w, rr = beats.windows[:550].astype(np.float32), beats.rr[:550].astype(np.float32)
     for path in args.exported:
         med, p99 = timed(runtime.load(path, threads=1).logits, w, rr)
         print(f"{Path(path).name:24s} median {med:7.0f} us  p99 {p99:7.0f} us")
-    med, p99 = timed(est.decision_function, w, rr)
-    print(f"{'numpy reference':24s} median {med:7.0f} us  p99 {p99:7.0f} us")
+    med, p99 = timed(runtime.load(args.trained, threads=1).logits, w, rr)
+    print(f"{'numpy (training bundle)':24s} median {med:7.0f} us  p99 {p99:7.0f} us")
 
 
 if __name__ == "__main__":
