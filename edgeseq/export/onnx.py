@@ -133,7 +133,7 @@ _ELEMENTWISE = {
                                                  L.k(n.attrs["hi"], np.float32)], out),
     "q": _q,
 }
-_HOIST = {*_ELEMENTWISE, "fc"}  # ops a Scan body's input work may run as on [B, T, ..]
+_HOIST = {*_ELEMENTWISE, "fc"}  # ops a Scan body's input work may run as on [T, B, ..]
 
 
 def _fc(L, n):

@@ -369,9 +369,8 @@ def to_tflite(g: Graph, *, loop: str = "unroll", description: str = "") -> bytes
                            "TFLite form here: sequence models are exported as step graphs for TFLite")
     m = _Model(g, loop)
     main = _Sub(m, g.name)
-    for name in g.inputs:
-        main.env[name] = main.new(name, g.shapes[name])
-        main.inputs.append(main.env[name])
+    main.inputs = [main.new(k, g.shapes[k]) for k in g.inputs]
+    main.env.update(zip(g.inputs, main.inputs))
     main.lower(g)
     for name in g.outputs:
         main.outputs.append(main.result(name))

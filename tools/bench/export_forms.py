@@ -1,7 +1,7 @@
 """The measurements behind the export forms: for each loop form a lowering could take, file size
 and latency of the ESN, LSTM and TCN window models, float and int8.
 
-    python tools/bench/export_forms.py [--runs 2000] [--batch 256] [--bundle BUNDLE ...] [--json PATH]
+    python tools/bench/export_forms.py [--runs 5000] [--batch 256] [--bundle BUNDLE ...] [--json PATH]
 
 Forms: ONNX ``scan`` (what ``export/onnx.py`` writes: a Scan, the body's input work hoisted in
 front of it) against ``unroll`` (the loop's body inlined ``steps`` times in the description by
@@ -229,7 +229,7 @@ def measure(g, files: dict, runs: int, batch: int, rng) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=2000, help="single-window calls per form (default 2000)")
+    ap.add_argument("--runs", type=int, default=5000, help="single-window calls per form (default 5000)")
     ap.add_argument("--batch", type=int, default=256, help="windows per batched call (default 256)")
     ap.add_argument("--bundle", action="append", default=[], help="a trained ECG bundle in its kind's place")
     ap.add_argument("--json", default=str(RESULTS / "export_forms.json"))
