@@ -198,6 +198,9 @@ def runtime_section(root: Path, manifest: dict) -> dict:
         if key not in rt:
             raise EdgeseqError(f"bundle {root}: manifest.json: runtime: {key!r} is a required property "
                                f"(it names what {rt['model']} takes and gives)")
+    if rt.get("model") and rt.get("window_length") not in (None, _dims(next(iter(rt["inputs"].values())))[1]):
+        raise EdgeseqError(f"bundle {root}: runtime window_length {rt['window_length']} is not the window "
+                           f"model's input length")
     # the names Model feeds and reads: the step's sample input first, then its states and held inputs
     ins, outs = list(rt["step_inputs"]), list(rt["step_outputs"])
     missing = [f"input {k!r}" for k in rt["state"] + rt["held"] if k not in ins[1:]] + \

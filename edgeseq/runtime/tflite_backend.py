@@ -31,10 +31,9 @@ def _interpreter_class():
 
 
 def _open(Interpreter, data: bytes, threads: int):
-    """The builtin kernels without the default XNNPACK delegate: on the unrolled graph (~1100
-    small ops) XNNPACK's per-op overhead outweighs its kernels (DS1 bundle N=300, one beat, one
-    thread, shared 2-core VM: float 807 us median without it, 2279 us with it; int8 the same
-    either way, XNNPACK takes no 16x8 ops)."""
+    """The builtin kernels without the default XNNPACK delegate: on an unrolled graph (~1100
+    small ops) XNNPACK's per-op overhead outweighs its kernels (the DS1 ESN, one beat, one
+    thread: 2.8x slower with it)."""
     try:
         from ai_edge_litert.interpreter import OpResolverType
     except ImportError:

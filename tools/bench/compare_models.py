@@ -89,7 +89,8 @@ def run_build(args) -> None:
     records = select_records(args.data, None)
     prep = ecg.EcgPreprocessing()
     beats = ecg.load_beats(args.data, records, prep, progress=False)
-    out = {"command": f"python tools/bench/compare_models.py build --data {args.data_arg}",
+    out = {"command": f"python tools/bench/compare_models.py build --data {args.data_arg}"
+                      + (f" --bundles {args.bundles}" if args.bundles else ""),
            "machine": machine(), "n_beats": int(len(beats.labels)), "models": {}}
     path = RESULTS / "models_ds1.json"
     float_pred = {}  # (model, format) -> labels of the float export, for its int8 export
@@ -97,14 +98,19 @@ def run_build(args) -> None:
         tmp = Path(tmp)
         for model in args.models:
             b = tmp / model
-            t0 = time.perf_counter()
-            info = ecg.train(args.data, out=b, model=model, seed=args.seed, progress=True)
-            train_s = time.perf_counter() - t0
-            _, _, est = ecg.load_model(b)
-            ref_pred = est.predict(beats.windows, beats.rr)
+            if args.bundles:  # trained earlier on all of DS1 (e.g. by tools/export_parity.py record)
+                b = Path(args.bundles) / f"ecg-{model}.bundle"
+                info = json.loads((b / "manifest.json").read_text())["training"]
+                train_s = info["seconds"]
+            else:
+                t0 = time.perf_counter()
+                info = ecg.train(args.data, out=b, model=model, seed=args.seed, progress=True)
+                train_s = time.perf_counter() - t0
+            numpy = load(b)  # the description on the numpy interpreter
+            ref_pred = numpy.classify(beats.windows, beats.rr)
             ref = report(confusion(beats.labels, ref_pred, len(LABELS)), LABELS)
             row = {"train_seconds": round(train_s, 1), "seconds_reading": info["seconds_reading"],
-                   "n_params": int(_n_params(est)), "numpy_reference": _short(ref), "exports": {}}
+                   "n_params": int(numpy.runtime["params"]), "numpy_reference": _short(ref), "exports": {}}
             if "epochs" in info:
                 row["epoch_seconds"] = [e["seconds"] for e in info["epochs"]]
                 row["device"] = info["device"]
@@ -117,7 +123,8 @@ def run_build(args) -> None:
                     pred = load(x).classify(beats.windows, beats.rr)
                     rep = report(confusion(beats.labels, pred, len(LABELS)), LABELS)
                     prof = profile_bundle(x, n=args.n, threads=1, arena=False)
-                    e = {"bytes": (x / m["runtime"]["model"]).stat().st_size, "figures": _short(rep),
+                    e = {"bytes": (x / m["runtime"]["model"]).stat().st_size,
+                         "dir_bytes": sum(f.stat().st_size for f in x.iterdir()), "figures": _short(rep),
                          "same_label_as_reference": float(np.mean(pred == ref_pred)),
                          "latency_us": {f"{k}_us": prof["latency_us"]["window"][k] for k in ("p50", "p90", "p99")},
                          "step_latency_us": {f"{k}_us": prof["latency_us"]["step"][k] for k in ("p50", "p99")}}
@@ -126,6 +133,7 @@ def run_build(args) -> None:
                         e["rule_vs_float"] = _rule(fl["figures"], e["figures"])
                         e["same_label_as_float"] = float(np.mean(pred == float_pred[(model, fmt)]))
                         e["size_vs_float"] = round(e["bytes"] / fl["bytes"], 4)
+                        e["dir_vs_float"] = round(e["dir_bytes"] / fl["dir_bytes"], 4)
                     else:
                         float_pred[(model, fmt)] = pred
                     row["exports"][name] = e
@@ -136,12 +144,6 @@ def run_build(args) -> None:
             out["models"][model] = row
             path.write_text(json.dumps(out, indent=1) + "\n")  # partial results survive a crash
     print(f"-> {path}")
-
-
-def _n_params(est) -> int:
-    if hasattr(est, "n_params"):
-        return est.n_params()
-    return int(sum(a.size for a in est.to_arrays().values()))
 
 
 def _short(rep: dict) -> dict:
@@ -163,6 +165,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/mitdb", help="MIT-BIH records (default: ../shared/data/mitdb, "
                     "run from the repository root)")
     ap.add_argument("--models", default="esn,lstm,tcn")
+    ap.add_argument("--bundles", metavar="DIR", help="build: use DIR/ecg-<model>.bundle trained on all of DS1 "
+                    "instead of training (tools/export_parity.py record writes them)")
     ap.add_argument("--folds", type=int, default=22,
                     help="record-grouped folds (default 22: leave-one-record-out over DS1's 22 records)")
     ap.add_argument("--seed", type=int, default=0)
