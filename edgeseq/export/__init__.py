@@ -7,9 +7,10 @@
          states a run starts from, and nothing else (no float weights beside an int8 model).
 
 Forms (by measurement, ``tools/bench/export_forms.py``): ONNX runs loops as a Scan (the LSTM as
-its fused op); TFLite unrolls a float loop (faster) and runs an int8 one as a WHILE over one
-stored step (smaller); a TFLite sequence model of any length is its step graph, looped by the
-runtime. Host side: ``onnx``/``ai-edge-litert`` are imported by the lowerings.
+its fused op, 8x faster); TFLite unrolls a float loop (as fast for one window, faster in batches)
+and runs an int8 one as a WHILE over one stored step (as fast, under half the size); a TFLite
+sequence model of any length is its step graph, looped by the runtime. Host side: ``onnx`` and
+``ai-edge-litert``'s schema are imported by the lowerings.
 """
 
 from __future__ import annotations
@@ -20,23 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import WEIGHTS, Bundle, load_bundle, sha256_file, write_bundle
+from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
 from ..errors import EdgeseqError
 from ..finite import require_finite
-
-
-def source_bundle(bundle_path, out_dir=None, task: str | None = None) -> tuple[Path, Bundle, dict]:
-    """The trained bundle an export starts from (hashes checked) and a private copy of its
-    manifest to extend; an already exported bundle is refused, and so is an export written over
-    its own source (it would replace the training bundle)."""
-    src = Path(bundle_path)
-    if out_dir is not None and Path(out_dir).resolve() == src.resolve():
-        raise EdgeseqError(f"export --out {out_dir} is the bundle being exported: choose another directory")
-    bundle = load_bundle(src, task=task)
-    manifest = json.loads(json.dumps(bundle.manifest))
-    if "runtime" in manifest:
-        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
-    return src, bundle, manifest
 
 
 def _onnx(g, int8: bool):
@@ -61,61 +48,49 @@ FORMATS = {"onnx": _onnx, "tflite": _tflite}
 
 # -- calibration inputs, by the runtime interface of the family ------------------------------------
 
-def _calibration_beats(calibration, manifest, limit=2000):
-    """The beats int8 ranges are calibrated on: ``(windows, rr)`` arrays or ``(data_dir, records)``
-    to read. No beat, or a non-finite value, is one line here, not a quantiser dividing by an
-    empty or infinite range."""
-    a, b = calibration
-    if isinstance(a, np.ndarray):
-        windows, rr = np.asarray(a, np.float32), np.asarray(b, np.float32)
-        where = "calibration arrays"
-    else:
+def _spread(X, limit=2000):
+    """At most ``limit`` rows spread evenly over ``X`` (every record, not the first one only), finite:
+    no row, or a NaN, is one line here, not a quantiser dividing by an empty or infinite range."""
+    X = np.asarray(X, np.float32)
+    if not len(X):
+        raise EdgeseqError("--calibration: the data hold no usable beats or windows to calibrate int8 ranges on")
+    return require_finite(X[np.linspace(0, len(X) - 1, min(limit, len(X))).astype(np.int64)], "calibration data")
+
+
+def _beats(calibration, manifest):
+    """``(windows, rr)`` arrays, or ``(data_dir, records)`` to read."""
+    w, rr = calibration
+    if not isinstance(w, np.ndarray):
         from ..preprocess.ecg import EcgPreprocessing
         from ..tasks.ecg import load_beats
-        beats = load_beats(a, list(b), EcgPreprocessing.from_config(manifest["preprocessing"]), progress=False)
-        windows, rr = beats.windows, beats.rr
-        where = f"--calibration {a}: records {', '.join(b)}"
-    if len(windows) == 0:
-        raise EdgeseqError(f"{where} hold no usable beats to calibrate int8 ranges on")
-    require_finite(windows, "calibration beat windows")
-    require_finite(rr, "calibration RR features")
-    if len(windows) > limit:  # an even spread over records, not the first record only
-        idx = np.linspace(0, len(windows) - 1, limit).astype(np.int64)
-        windows, rr = windows[idx], rr[idx]
-    return [{"window": windows[i:i + 250], "rr": rr[i:i + 250]} for i in range(0, len(windows), 250)]
+        beats = load_beats(w, list(rr), EcgPreprocessing.from_config(manifest["preprocessing"]), progress=False)
+        w, rr = beats.windows, beats.rr
+    w, rr = _spread(w), _spread(rr)
+    return [{"window": w[i:i + 250], "rr": rr[i:i + 250]} for i in range(0, len(w), 250)]
 
 
-def _calibration_windows(calibration, manifest, limit=2000):
-    """Balance windows ``[B, T, D]``: an array, or the data directory of the bundle's task."""
+def _windows(calibration, manifest):
+    """Balance windows ``[B, T, D]``: an array, a ``.npy`` file, or the data directory of the task."""
     X = calibration
-    if not isinstance(X, np.ndarray):
+    if isinstance(X, (str, Path)) and str(X).endswith(".npy"):
+        X = np.load(X)
+    elif not isinstance(X, np.ndarray):
+        if manifest["task"] != "balance":
+            raise EdgeseqError(f"--calibration {X}: a sequence model calibrates on a .npy file of inputs (T, D)")
         from ..preprocess.balance import BalancePreprocessing
         from ..tasks.balance import load_windows
-        X = load_windows(calibration, BalancePreprocessing.from_config(manifest["preprocessing"]),
-                         manifest["target"], progress=False).X
-    X = require_finite(np.asarray(X, np.float32), "calibration windows")
-    if not len(X):
-        raise EdgeseqError("the calibration data hold no windows")
-    return X[np.linspace(0, len(X) - 1, min(limit, len(X))).astype(np.int64)]
-
-
-def _sequence_feeds(calibration, manifest, init: dict):
-    X = np.load(calibration) if isinstance(calibration, (str, Path)) and str(calibration).endswith(".npy") \
-        else _calibration_windows(calibration, manifest) if manifest["task"] == "balance" else calibration
-    X = require_finite(np.asarray(X, np.float32), "calibration inputs")
-    X = X[None] if X.ndim == 2 else X
-    return [{"x": x, **{k: np.broadcast_to(v, (len(x), len(v))) for k, v in init.items()}}
-            for x in (X[i:i + 64] for i in range(0, len(X), 64))]
+        X = load_windows(X, BalancePreprocessing.from_config(manifest["preprocessing"]), manifest["target"],
+                         progress=False).X
+    return _spread(X[None] if np.ndim(X) == 2 else X)  # one (T, D) sequence, or windows
 
 
 CALIBRATION = {
-    "beats": lambda c, m, init: _calibration_beats(c, m),
-    "windows": lambda c, m, init: [{"window": x} for x in np.array_split(_calibration_windows(c, m), 8)],
-    "sequence": _sequence_feeds,
+    "beats": lambda c, m, init: _beats(c, m),
+    "windows": lambda c, m, init: [{"window": x} for x in np.array_split(_windows(c, m), 8)],
+    "sequence": lambda c, m, init: [{"x": x, **{k: np.broadcast_to(v, (len(x), len(v))) for k, v in init.items()}}
+                                    for x in np.array_split(_windows(c, m), 8) if len(x)],
 }
 
-
-# -- the exported bundle ---------------------------------------------------------------------------
 
 def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=None) -> Path:
     """Export the trained bundle at ``bundle_path`` to ``out_dir`` in ``fmt`` (``FORMATS``),
@@ -128,7 +103,13 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
 
     if fmt not in FORMATS:
         raise EdgeseqError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
-    src, bundle, manifest = source_bundle(bundle_path, out_dir)
+    src = Path(bundle_path)
+    if Path(out_dir).resolve() == src.resolve():  # it would replace the training bundle
+        raise EdgeseqError(f"export --out {out_dir} is the bundle being exported: choose another directory")
+    bundle = load_bundle(src)
+    manifest = json.loads(json.dumps(bundle.manifest))  # a private copy to extend
+    if "runtime" in manifest:
+        raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
     fam = family(manifest)
     graphs = {form: fam.describe(manifest, bundle.arrays, form) for form in ("window", "step")}
     init = fam.initial(bundle.arrays)

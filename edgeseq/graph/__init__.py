@@ -25,8 +25,6 @@ import numpy as np
 OPS = {"fc": 1, "add": 1, "sub": 1, "mul": 1, "max": 1, "min": 1, "tanh": 1, "sigmoid": 1, "relu": 1,
        "log": 1, "clip": 1, "concat": 1, "split": None, "gather": 1, "reshape": 1, "take": 1, "mean": 1,
        "slice": 1, "conv": 1, "zeros": 1, "q": 1, "loop": None}
-UNARY = ("tanh", "sigmoid", "relu", "log")
-BINARY = ("add", "sub", "mul", "max", "min")
 
 
 @dataclass
@@ -68,7 +66,6 @@ class Graph:
 
     def __init__(self, name: str, parent: "Graph | None" = None):
         self.name = name
-        self.parent = parent
         root = parent.root if parent else self
         self.root = root
         self.inputs: list[str] = []

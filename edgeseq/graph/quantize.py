@@ -52,7 +52,9 @@ def calibrate(g: Graph, batches) -> dict:
         if name in open_:
             a = np.abs(v).ravel()
             top[name] = max(top[name], float(a.max(initial=0.0)))
-            kept[name].append(a[::max(1, a.size // 4096)])
+            kept[name].append(a[::max(1, a.size // 65536)])
+            if sum(map(len, kept[name])) > 4 * _KEEP:  # a long loop: thin what is kept, evenly
+                kept[name] = [np.concatenate(kept[name])[::2]]
 
     for feeds in batches:
         run(g, feeds, observe=observe)
