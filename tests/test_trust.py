@@ -485,7 +485,7 @@ def test_a_tflite_loop_that_never_ends_does_not_hang_serve(small_bundle, tmp_pat
 
     pytest.importorskip("ai_edge_litert")
     b = export(small_bundle, tmp_path / "q.tflite", fmt="tflite", int8=True)  # the ESN's ranges are fixed
-    assert manifest(b)["runtime"]["graph_form"]["model"] == "while"
+    assert manifest(b)["runtime"]["graph_form"] == "while"
     (b / "model.tflite").write_bytes(_stuck_while((b / "model.tflite").read_bytes()))
     rehash(b, "model.tflite")
     raw = _raw_stream(tmp_path / "s.raw", sample)

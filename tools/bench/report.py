@@ -298,7 +298,8 @@ def section_models(results: dict) -> list[str]:
                   "`edgeseq profile`'s window timing. Rule: every per-class Se and +P of the int8 export within "
                   "1 point of its float export.", "",
                   f"Command: {command('models_ds1', md)}", "",
-                  "| model | parameters | training | int8 ONNX file (vs float) | int8 TFLite file (vs float) | "
+                  "| model | parameters | training | int8 ONNX window file (vs float; whole bundle) | "
+                  "int8 TFLite window file (vs float; whole bundle) | "
                   "ONNX float / int8 p50 us | TFLite float / int8 p50 us | int8 rule ONNX / TFLite | "
                   "same label int8 vs float ONNX / TFLite |",
                   "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
@@ -309,12 +310,15 @@ def section_models(results: dict) -> list[str]:
             e = r["exports"]
             oq, tq = e["onnx_int8"], e["tflite_int8"]
 
+            def dirs(x):  # whole bundle directories, where the results have them
+                return f"; {100 * x['dir_vs_float']:.0f}%" if "dir_vs_float" in x else ""
+
             def rule(x):
                 return f"{'met' if x['rule_vs_float']['met'] else 'NOT met'} ({x['rule_vs_float']['max_class_diff_points']:.2f})"
 
             lines.append(
                 f"| {kind.upper()} | {r['n_params']:,} | {r['train_seconds']:.0f} s | {kb(oq['bytes'])} "
-                f"({100 * oq['size_vs_float']:.0f}%) | {kb(tq['bytes'])} ({100 * tq['size_vs_float']:.0f}%) | "
+                f"({100 * oq['size_vs_float']:.0f}%{dirs(oq)}) | {kb(tq['bytes'])} ({100 * tq['size_vs_float']:.0f}%{dirs(tq)}) | "
                 f"{us(e['onnx_float32']['latency_us']['p50_us'])} / {us(oq['latency_us']['p50_us'])} | "
                 f"{us(e['tflite_float32']['latency_us']['p50_us'])} / {us(tq['latency_us']['p50_us'])} | "
                 f"{rule(oq)} / {rule(tq)} | {pct(oq['same_label_as_float'])} / {pct(tq['same_label_as_float'])} |")
