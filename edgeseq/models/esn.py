@@ -147,7 +147,23 @@ def batched_states(U: np.ndarray, W: np.ndarray, Win: np.ndarray, bias: np.ndarr
     return last, mean
 
 
-class ESNClassifier(Estimator):
+class ReservoirEstimator(Estimator):
+    """What the two ESN estimators share: ``--size full`` means ``FULL_UNITS`` units, and their
+    fit's progress is the reservoir states of the windows."""
+
+    @classmethod
+    def size_params(cls, size: str | None) -> dict:
+        if size not in (None, "small", "full"):
+            raise EdgeseqError(f"--size must be small or full, not {size!r}")
+        return {"units": FULL_UNITS} if size == "full" else {}
+
+    def fit_progress(self, label: str, n_windows: int, enabled: bool = True):
+        from ..progress import Progress
+
+        return Progress("reservoir states", n_windows, enabled=enabled)
+
+
+class ESNClassifier(ReservoirEstimator):
     """Echo-state network for beat classification (the estimator contract of
     :class:`~edgeseq.models.base.Estimator`: ``X`` the beat windows ``(B, T)``, ``side`` their rr
     features ``(B, k)``).
@@ -204,17 +220,6 @@ class ESNClassifier(Estimator):
         self.dtype = dtype
         self.batch_size = batch_size
         self.device = device
-
-    @classmethod
-    def size_params(cls, size: str | None) -> dict:
-        if size not in (None, "small", "full"):
-            raise EdgeseqError(f"--size must be small or full, not {size!r}")
-        return {"units": FULL_UNITS} if size == "full" else {}
-
-    def fit_progress(self, label: str, n_windows: int, enabled: bool = True):
-        from ..progress import Progress
-
-        return Progress("reservoir states", n_windows, enabled=enabled)
 
     # -- the reservoir: unsupervised, so cross-validation can share its states ---------------
     def init_reservoir(self, input_dim: int = 1) -> "ESNClassifier":

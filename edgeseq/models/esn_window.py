@@ -18,11 +18,11 @@ import numpy as np
 
 from ..errors import EdgeseqError
 from ..finite import require_finite
-from .base import Estimator, check_fitted, ridge_solve, run_description
-from .esn import FULL_UNITS, RESERVOIR_PARAMS, batched_states, reservoir_init
+from .base import check_fitted, ridge_solve, run_description
+from .esn import RESERVOIR_PARAMS, ReservoirEstimator, batched_states, reservoir_init
 
 
-class ESNWindowModel(Estimator):
+class ESNWindowModel(ReservoirEstimator):
     """``objective="regression"`` (one score per window) or ``"classification"`` (ridge on one-hot
     targets, argmax). The estimator contract of :class:`~edgeseq.models.base.Estimator` (``X``
     the windows ``(B, T, D)``; no side features): hyper-parameters here, ``fit`` returns self,
@@ -46,17 +46,6 @@ class ESNWindowModel(Estimator):
         self.ridge = ridge
         self.seed = seed
         self.batch_size = batch_size
-
-    @classmethod
-    def size_params(cls, size: str | None) -> dict:
-        if size not in (None, "small", "full"):
-            raise EdgeseqError(f"--size must be small or full, not {size!r}")
-        return {"units": FULL_UNITS} if size == "full" else {}
-
-    def fit_progress(self, label: str, n_windows: int, enabled: bool = True):
-        from ..progress import Progress
-
-        return Progress("reservoir states", n_windows, enabled=enabled)
 
     def init_reservoir(self, input_dim: int) -> "ESNWindowModel":
         if self.objective not in ("regression", "classification"):
