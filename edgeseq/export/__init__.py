@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import WEIGHTS, load_bundle, sha256_file, write_bundle
+from ..bundle import load_bundle, write_bundle
 from ..errors import EdgeseqError
 from ..finite import require_finite
 
@@ -137,7 +137,7 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
               **contract(graphs, fam.interface)}
         if "model" not in files:
             del rt["inputs"], rt["outputs"]
-        rt["source_sha256"] = sha256_file(src / manifest["model"].get("weights", WEIGHTS))
+        rt["source_sha256"] = manifest["files"][manifest["model"]["weights"]]["sha256"]  # checked by load_bundle
         if int8:
             rt["quantization"] = {**plan(graphs["window"]), "calibration_inputs": n}
         manifest["runtime"] = rt

@@ -75,12 +75,12 @@ class Model:
         self.path = Path(path)
         self.manifest = manifest
         self.labels = list(manifest["labels"])
-        self.runtime = self._rt = rt = manifest["runtime"] if "runtime" in manifest else backend.runtime
+        self.runtime = rt = manifest["runtime"] if "runtime" in manifest else backend.runtime
         self._backend = backend  # .run("model" | "step", feeds) -> {output name: array}
         self._initial = initial  # state name -> the value a run starts from (zeros if absent)
         self.state_names, self.held = list(rt["state"]), list(rt["held"])
         step_in = rt["step_inputs"]
-        self.sample_input = self._sample = next(iter(step_in))
+        self.sample_input = next(iter(step_in))
         self._out = next(k for k in rt["step_outputs"] if not k.endswith("_out"))
         self._shapes = {k: _dims(v)[1:] for k, v in step_in.items()}
         self.window_length = rt.get("window_length")
@@ -100,26 +100,26 @@ class Model:
     def logits(self, *inputs) -> np.ndarray:
         """A window model's outputs for a batch of windows (inputs in the manifest's order, e.g.
         ``windows [B, T]`` and ``rr [B, F]`` for a beat classifier), each from the zero state."""
-        if self._rt["interface"] == "sequence":
+        if self.runtime["interface"] == "sequence":
             raise EdgeseqError(f"bundle {self.path} is a sequence model: call run(X)")
-        spec = self._rt["inputs"]
+        spec = self.runtime["inputs"]
         if len(inputs) != len(spec):
             raise EdgeseqError(f"this model takes {len(spec)} inputs ({', '.join(spec)}), got {len(inputs)}")
         xs = {k: _check(k, x, _dims(spec[k])) for k, x in zip(spec, inputs)}
         n = len(next(iter(xs.values())))
         if any(len(x) != n for x in xs.values()):
             raise EdgeseqError(f"inputs {', '.join(spec)} differ in batch size: {[len(x) for x in xs.values()]}")
-        name = next(iter(self._rt["outputs"]))
+        name = next(iter(self.runtime["outputs"]))
         out = [self._backend.run("model", {k: x[i:i + _CHUNK] for k, x in xs.items()})[name]
                for i in range(0, n, _CHUNK)]
-        return np.concatenate(out) if out else np.zeros((0, *_dims(self._rt["outputs"][name])[1:]), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, *_dims(self.runtime["outputs"][name])[1:]), np.float32)
 
     def classify(self, *inputs) -> np.ndarray:
         """Class index per window (or per step of a sequence, for :meth:`run`'s inputs); names in
         ``labels``; ``finite.UNLABELLED`` (-1) where the outputs are not finite."""
         if not self.labels:
             raise EdgeseqError(f"bundle {self.path} is a regression model (no labels)")
-        z = self.run(*inputs) if self._rt["interface"] == "sequence" else self.logits(*inputs)
+        z = self.run(*inputs) if self.runtime["interface"] == "sequence" else self.logits(*inputs)
         return decide(z)[0]
 
     # -- one sample at a time ----------------------------------------------------------------------
@@ -143,10 +143,10 @@ class Model:
     def step(self, u, state: dict | None = None):
         """One sample ``u`` ``[B, D]`` per stream -> ``(y or None, state)``, from ``state`` (else
         the model's own, else the initial state); the new state is kept for the next call."""
-        u = _check(self._sample, u, (None, *self._shapes[self._sample]))
+        u = _check(self.sample_input, u, (None, *self._shapes[self.sample_input]))
         if state is None:
             state = self.state if self.state is not None else self.initial_state(len(u))
-        feeds = {self._sample: u}
+        feeds = {self.sample_input: u}
         for k in self.state_names + self.held:
             feeds[k] = _check(k, state[k], (len(u), *self._shapes[k]))
         outs = self._backend.run("step", feeds)
@@ -160,17 +160,17 @@ class Model:
         """A sequence model over ``X`` ``(T, D)`` float32 -> ``(T, O)``, from ``state`` (else the
         model's own, as reservoirpy's ``run`` continues; :meth:`reset` restarts); keeps the end
         state, so a stream fed in chunks equals one run over it."""
-        if self._rt["interface"] != "sequence":
+        if self.runtime["interface"] != "sequence":
             raise EdgeseqError(f"bundle {self.path} classifies whole windows: call logits() or classify()")
-        D = self._shapes[self._sample][0]
+        D = self._shapes[self.sample_input][0]
         x = _check("X", X, (None, D), free="T")
         if not np.isfinite(x).all():
             raise EdgeseqError("X contains NaN or infinite values")
         if state is None:
             state = self.state if self.state is not None else self.initial_state(1)
         if not len(x):
-            return np.zeros((0, *_dims(self._rt["step_outputs"][self._out])[1:]), np.float32)
-        if self._rt.get("model"):
+            return np.zeros((0, *_dims(self.runtime["step_outputs"][self._out])[1:]), np.float32)
+        if self.runtime.get("model"):
             feeds = {"x": x[None], **{k: _check(k, state[k], (1, *self._shapes[k])) for k in self.state_names}}
             outs = self._backend.run("model", feeds)
             self.state = {**{k: outs[k + "_out"] for k in self.state_names}, "steps": int(state.get("steps", 0)) + len(x)}
