@@ -369,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export a trained bundle to a deployable bundle (manifest, model "
                                    "file, hashes) that evaluate and edgeseq.runtime accept.")
     x.add_argument("bundle", metavar="BUNDLE", help="trained bundle directory")
-    x.add_argument("--format", choices=["onnx", "tflite"], default="onnx", help="model format (default onnx)")
+    x.add_argument("--format", choices=["onnx", "tflite", "c"], default="onnx",
+                   help="model format (default onnx; c: a C99 library for a microcontroller or the host)")
     x.add_argument("--int8", action="store_true",
                    help="int8 weights per channel; the activations the model family marks at int8/int16, "
                         "their ranges calibrated on real inputs")

@@ -1,10 +1,11 @@
 """One model, every runtime: family x format x precision x form (window, step).
 
 Each family's description runs on the numpy interpreter (a training bundle through
-``edgeseq.runtime``) and, exported, on onnxruntime and a TFLite interpreter. Float: every export
-equals the description (1e-4). int8: every export equals the description's integer form (the
-scales its manifest records), so ONNX and TFLite agree with each other; and it keeps the float
-labels. Step: a window model stepped sample by sample from its initial state ends at its window
+``edgeseq.runtime``) and, exported, on onnxruntime, a TFLite interpreter and the generated C
+(built with the system compiler). Float: every export equals the description (1e-4). int8: ONNX
+and TFLite equal the description's integer form (the scales its manifest records), so they agree
+with each other; C equals the fixed-point program (``graph/fixed.py``) bit for bit; and every
+int8 export keeps the float labels. Step: a window model stepped sample by sample from its initial state ends at its window
 output; a sequence model stepped equals its run.
 """
 
@@ -20,7 +21,7 @@ from edgeseq import runtime  # noqa: E402
 from edgeseq.export import export  # noqa: E402
 
 FAMILIES = ["ecg-esn", "ecg-lstm", "ecg-tcn", "balance-esn", "balance-tcn", "reservoirpy"]
-FORMATS = ["onnx", "tflite"]
+FORMATS = ["onnx", "tflite", "c"]
 PRECISIONS = ["float32", "int8"]
 FORMS = ["window", "step"]
 
@@ -82,14 +83,15 @@ def cases(request, sample):
                 made[name] = _beats(bundle, sample)
             elif name == "balance-esn":
                 b, hbedb = request.getfixturevalue("score_bundle"), request.getfixturevalue("hbedb")
-                made[name] = Case(b, sequences=list(_balance_windows(b, hbedb)[:6]), classifier=False)
+                X = _balance_windows(b, hbedb)[:6]
+                made[name] = Case(b, sequences=list(X), calibration=X, classifier=False)
             elif name == "balance-tcn":
                 b, hbedb = request.getfixturevalue("tcn_condition_bundle"), request.getfixturevalue("hbedb")
                 X = _balance_windows(b, hbedb)
                 made[name] = Case(b, (X,), {}, X, calibration=X)
             else:
                 b, X = request.getfixturevalue("rpy_bundle")
-                made[name] = Case(b, sequences=[X[:200], X[200:400]], classifier=False)
+                made[name] = Case(b, sequences=[X[:200], X[200:400]], calibration=X[:400], classifier=False)
         return made[name]
     return get
 
@@ -161,6 +163,37 @@ def _integer_model(c: Case, path):
     return runtime.Model(path, man, _Integer(c.bundle, m.manifest), runtime.load(c.bundle)._initial)
 
 
+class _Fixed:
+    """The numpy interpreter of the fixed-point program the int8 C export printed."""
+
+    def __init__(self, training_bundle, calibration, manifest):
+        from edgeseq.export import fixed_program
+
+        self.prog = fixed_program(training_bundle, calibration)
+        self.rt = manifest["runtime"]
+
+    def run(self, which, feeds):
+        from edgeseq.graph import fixed
+
+        step = lambda f: fixed.run(self.prog, f)  # noqa: E731
+        if which == "step":
+            return step(feeds)
+        p = self.prog
+        if self.rt["interface"] == "sequence":
+            out = fixed.scan_steps(step, p.inputs, p.shape, p.states, feeds, {}, every=True)
+            return {k: (v[:, -1] if k[:-4] in p.states else v) for k, v in out.items()}
+        return fixed.scan_steps(step, p.inputs, p.shape, p.states, feeds, {k: fixed.to_float(v, p.scale[k]) for k, v in p.initial.items()})
+
+
+def _fixed_model(c: Case, path):
+    m = runtime.load(path)
+    return runtime.Model(path, m.manifest, _Fixed(c.bundle, c.calibration, m.manifest), runtime.load(c.bundle)._initial)
+
+
+#: format -> (the int8 reference it must equal, bit for bit or not)
+INT8_REFERENCE = {"onnx": (_integer_model, False), "tflite": (_integer_model, False), "c": (_fixed_model, True)}
+
+
 def _close(got, want, rel):
     scale = max(1.0, float(np.abs(want).max()))
     assert got.shape == want.shape
@@ -182,8 +215,12 @@ def test_float_export_equals_the_description(cases, exported, name, fmt, form):
 def test_int8_export_equals_the_integer_description(cases, exported, name, fmt, form):
     c = cases(name)
     path = exported(name, fmt, "int8")
-    want = window_outputs(_integer_model(c, path), c)
+    reference, exact = INT8_REFERENCE[fmt]
+    want = window_outputs(reference(c, path), c)
     got = FORM[form](runtime.load(path), c)
+    if exact:
+        np.testing.assert_array_equal(got, want)
+        return
     # a value on a rounding boundary may round either way in another runtime's float order: one
     # step of one activation; the bulk must agree to float rounding
     diff = np.abs(got - want)
@@ -213,6 +250,7 @@ def test_int8_bundle_holds_its_runtime_and_nothing_else(cases, exported, name, f
     b = load_bundle(path)
     rt = b.manifest["runtime"]
     assert set(b.arrays) <= set(rt["state"])  # initial states only: no float weights
-    assert set(b.manifest["files"]) == {"weights.npz", rt["step"], *([rt["model"]] if "model" in rt else [])}
+    header = [rt["c"]["header"]] if "c" in rt else []  # a C library's API
+    assert set(b.manifest["files"]) == {"weights.npz", rt["step"], *([rt["model"]] if "model" in rt else []), *header}
     assert rt["precision"] == "int8" and rt["quantization"]["weights"]
     assert b.manifest["model"]["kind"] == load_bundle(cases(name).bundle).manifest["model"]["kind"]

@@ -2,7 +2,8 @@
 
     family description (edgeseq/models, ``Family.describe``): the window and the step graph
       -> int8 only: calibration ranges and the integer form (edgeseq/graph/quantize.py)
-      -> one lowering per format (export/onnx.py, export/tflite.py)
+      -> one lowering per format (export/onnx.py, export/tflite.py; export/c.py from the step's
+         fixed-point program, edgeseq/graph/fixed.py)
       -> the bundle: the source manifest + a ``runtime`` section, the model files, the initial
          states a run starts from, and nothing else (no float weights beside an int8 model).
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -26,24 +29,73 @@ from ..errors import EdgeseqError
 from ..finite import require_finite
 
 
-def _onnx(g, int8: bool):
+def _onnx(graphs, int8: bool, ctx):
     from .onnx import to_onnx
 
-    return to_onnx(g).SerializeToString(), "scan"
+    return {k: (f"{k}.onnx", to_onnx(graphs[w]).SerializeToString()) for k, w in (("model", "window"), ("step", "step"))}, "scan"
 
 
-def _tflite(g, int8: bool):
-    """None for a loop whose length is known only at run time: TFLite has no form for it."""
-    if any(n.op == "loop" and n.attrs["steps"] is None for n in g.nodes):
-        return None
+def _tflite(graphs, int8: bool, ctx):
+    """No window file for a loop whose length is known only at run time: TFLite has no form for it."""
     from .tflite import to_tflite
 
     form = "while" if int8 else "unroll"
-    return to_tflite(g, loop=form, description=f"edgeseq {g.name}"), form
+    files = {"step": ("step.tflite", to_tflite(graphs["step"], loop=form, description=f"edgeseq {graphs['step'].name}"))}
+    g = graphs["window"]
+    if not any(n.op == "loop" and n.attrs["steps"] is None for n in g.nodes):
+        files["model"] = ("model.tflite", to_tflite(g, loop=form, description=f"edgeseq {g.name}"))
+    return files, form
 
 
-#: format -> lowering: ``(graph, int8) -> (model file bytes, form) or None``
-FORMATS = {"onnx": _onnx, "tflite": _tflite}
+def _c(graphs, int8: bool, ctx):
+    """One C library for both entry points: the step, and the window as the step looped. int8 is
+    the fixed-point program, whose every tensor's range is traced over the calibration inputs."""
+    from ..graph import fixed
+    from .c import float_program, to_c
+
+    step, window = graphs["step"], graphs["window"]
+    if int8:  # as fixed_program
+        prog = fixed.lower(step, step_ranges(step, ctx["feeds"](), ctx["initial"]), ctx["initial"])
+    else:
+        prog = float_program(step, ctx["initial"])
+    T = ctx["window_length"]
+    lib = to_c(prog, int8=int8, window_length=T, graph=step, inputs=list(window.inputs), outputs=list(window.outputs))
+    ctx["c"] = {"header": "model.h", "arena_bytes": lib["arena_bytes"]}
+    src = lib["model.c"].encode()
+    return {"model": ("model.c", src), "step": ("model.c", src), "header": ("model.h", lib["model.h"].encode())}, "step"
+
+
+def step_ranges(step, feeds: list, initial: dict) -> dict:
+    """Largest |value| of every tensor of the ``step`` graph, stepping it over window feeds."""
+    from ..graph import fixed
+    from ..graph.numpy import constants, run
+
+    states = [k for k in step.inputs if k + "_out" in step.outputs]
+    shapes = {k: tuple(v[1:]) for k, v in step.shapes.items()}
+    env = constants(step)
+
+    def over(f):
+        def go(observe):
+            def one(feeds):
+                for k in step.inputs:
+                    observe(k, feeds[k])
+                return run(step, feeds, observe=observe, env=env)
+            fixed.scan_steps(one, step.inputs, shapes, states, f, initial)
+        return go
+    return fixed.ranges(step, [over(f) for f in feeds])
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """``lower(graphs, int8, context) -> ({file key: (name, bytes)}, form of the window file)``;
+    the keys ``model`` and ``step`` are what the runtime opens. ``traces_all``: an int8 export
+    calibrates every tensor's range, not only the ``q`` nodes the description left open."""
+
+    lower: Callable
+    traces_all: bool = False
+
+
+FORMATS = {"onnx": Lowering(_onnx), "tflite": Lowering(_tflite), "c": Lowering(_c, traces_all=True)}
 
 
 # -- calibration inputs, by the runtime interface of the family ------------------------------------
@@ -97,7 +149,7 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
     float32 or int8. ``calibration`` (int8, when the description leaves ranges open): for beat
     models ``(windows, rr)`` or ``(data_dir, records)``; for balance models windows or the data
     directory; for sequence models inputs ``(T, D)`` or a ``.npy`` file of them."""
-    from ..graph.quantize import calibrate, plan, quantize
+    from ..graph.quantize import plan
     from ..models import family
     from ..runtime import contract
 
@@ -111,34 +163,61 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
     if "runtime" in manifest:
         raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
     fam = family(manifest)
-    graphs = {form: fam.describe(manifest, bundle.arrays, form) for form in ("window", "step")}
-    init = fam.initial(bundle.arrays)
-    if int8:
-        g = graphs["window"]
-        ranges, n = {}, 0
-        if any(node.op == "q" and node.attrs["fixed"] is None for node in g.walk()):
-            if calibration is None:
-                raise EdgeseqError("int8 export of this model needs calibration data (--calibration): "
-                                   "real inputs set its activation ranges")
-            feeds = CALIBRATION[fam.interface](calibration, manifest, init)
-            n = sum(len(next(iter(f.values()))) for f in feeds)  # windows, or sequences
-            ranges = calibrate(g, feeds)
-        graphs = {k: quantize(v, ranges) for k, v in graphs.items()}
+    graphs, ctx = _prepare(manifest, bundle.arrays, fam, int8=int8, calibration=calibration,
+                           traces_all=FORMATS[fmt].traces_all)
     with tempfile.TemporaryDirectory(prefix="edgeseq_export_") as work:
-        files, paths, form = {}, {}, "step"  # the form of the window model; a step is a plain graph
-        for key, which in (("model", "window"), ("step", "step")):
-            lowered = FORMATS[fmt](graphs[which], int8)
-            if lowered is not None:
-                files[key] = name = f"{key}.{fmt}"
-                paths[name] = Path(work) / name
-                paths[name].write_bytes(lowered[0])
-                form = lowered[1] if key == "model" else form
+        lowered, form = FORMATS[fmt].lower(graphs, int8, ctx)
+        paths = {name: Path(work) / name for name, _ in lowered.values()}
+        for name, data in lowered.values():
+            paths[name].write_bytes(data)
+        files = {k: name for k, (name, _) in lowered.items() if k in ("model", "step")}
         rt = {"format": fmt, "precision": "int8" if int8 else "float32", **files, "graph_form": form,
-              **contract(graphs, fam.interface)}
+              **contract(graphs, fam.interface), **({"c": ctx["c"]} if "c" in ctx else {})}
+        init = ctx["initial"]
         if "model" not in files:
             del rt["inputs"], rt["outputs"]
         rt["source_sha256"] = manifest["files"][manifest["model"]["weights"]]["sha256"]  # checked by load_bundle
         if int8:
-            rt["quantization"] = {**plan(graphs["window"]), "calibration_inputs": n}
+            rt["quantization"] = {**plan(graphs["window"]), "calibration_inputs": ctx["n"]}
         manifest["runtime"] = rt
         return write_bundle(Path(out_dir), manifest, init, files=paths)
+
+
+def _prepare(manifest, arrays, fam, *, int8: bool, calibration, traces_all: bool) -> tuple[dict, dict]:
+    """The window and step graphs (int8: quantized at calibrated ranges) and what a lowering needs
+    beside them: the initial states, the window length, the calibration feeds."""
+    from ..graph.quantize import calibrate, quantize
+
+    graphs = {form: fam.describe(manifest, arrays, form) for form in ("window", "step")}
+    init = fam.initial(arrays)
+    ctx = {"feeds": lambda: _calibration(calibration, manifest, init, fam), "initial": init, "n": 0,
+           "window_length": None if fam.interface == "sequence" else graphs["window"].shapes[graphs["window"].inputs[0]][1]}
+    # the C fixed-point form traces every tensor's range; the others only the q nodes left open
+    if int8 and (traces_all or any(n.op == "q" and n.attrs["fixed"] is None for n in graphs["window"].walk())):
+        batches = ctx["feeds"]()
+        ctx["n"] = sum(len(next(iter(f.values()))) for f in batches)
+        ctx["feeds"] = lambda: batches
+        graphs = {k: quantize(v, calibrate(graphs["window"], batches)) for k, v in graphs.items()}
+    elif int8:
+        graphs = {k: quantize(v, {}) for k, v in graphs.items()}
+    return graphs, ctx
+
+
+def fixed_program(bundle_path, calibration):
+    """The fixed-point program an int8 C export of the training bundle prints: its reference
+    (``graph/fixed.py`` runs it in numpy), from the same calibration."""
+    from ..graph import fixed
+    from ..models import family
+
+    bundle = load_bundle(bundle_path)
+    fam = family(bundle.manifest)
+    graphs, ctx = _prepare(bundle.manifest, bundle.arrays, fam, int8=True, calibration=calibration, traces_all=True)
+    step = graphs["step"]
+    return fixed.lower(step, step_ranges(step, ctx["feeds"](), ctx["initial"]), ctx["initial"])
+
+
+def _calibration(calibration, manifest, init, fam):
+    if calibration is None:
+        raise EdgeseqError("int8 export of this model needs calibration data (--calibration): "
+                           "real inputs set its activation ranges")
+    return CALIBRATION[fam.interface](calibration, manifest, init)

@@ -24,7 +24,7 @@ from ..bundle import load_bundle
 from ..errors import EdgeseqError
 from ..finite import decide
 
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "c")
 _CHUNK = 1024  # windows per call: bounds memory whatever the batch
 
 
@@ -227,6 +227,8 @@ def load(path, *, task: str | None = None, threads: int = 1) -> Model:
     rt = runtime_section(root, m)
     if rt["format"] == "onnx":
         from .onnx_backend import OnnxBackend as Backend
+    elif rt["format"] == "c":
+        from .c_backend import CBackend as Backend
     else:
         from .tflite_backend import TFLiteBackend as Backend
     return Model(root, m, Backend(root, rt, threads=threads), dict(bundle.arrays))
