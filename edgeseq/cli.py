@@ -28,6 +28,16 @@ FINITE = Range()
 FOLDS = Range(2, 10_000, integer=True)
 
 
+def BYTES(text: str) -> int:  # noqa: N802 (an argparse type, named like the ranges above)
+    """A memory size: bytes, or k/KiB (1024) or M/MiB (1024**2) of them: ``262144``, ``256k``."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d{1,13})\s*(k|kb|kib|m|mb|mib)?\s*", text.lower())
+    if not m or int(m.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"must be a size in bytes (e.g. 262144, 256k, 64KiB), got {text!r}")
+    return int(m.group(1)) * {None: 1, "k": 1024, "kb": 1024, "kib": 1024}.get(m.group(2), 1024 ** 2)
+
+
 class _Parser(Parser):
     """``checks.Parser`` that also refuses ``--opt=--``: argparse drops the ``--`` and hands the
     option an empty list without calling its ``type``, so no range would ever see it."""
@@ -397,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "efficiency against the measured matmul peak.")
     pr.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle directory (exported, or trained: numpy)")
     pr.add_argument("--compare", nargs="+", metavar="B", help="profile these bundles side by side (one table)")
-    pr.add_argument("--runtime", choices=["onnx", "tflite", "tflm", "numpy"],
+    pr.add_argument("--runtime", choices=["onnx", "tflite", "tflm", "numpy", "c"],
                     help="default: the bundle's own format (tflm runs a TFLite bundle on tflite-micro)")
     pr.add_argument("--threads", type=THREADS, default=1, help="runtime threads (default 1)")
     pr.add_argument("--n", type=Range(10, 1_000_000, integer=True), default=1000,
@@ -411,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="profile on that board: copy, run there, bring the JSON back")
     pr.add_argument("--remote-python", default="python3", metavar="CMD",
                     help="python on the board (default python3)")
+    pr.add_argument("--target", metavar="MCU",
+                    help="build a C bundle (front end + model) for this microcontroller (cortex-m4) and run it "
+                         "in an emulator: flash, RAM, instructions per beat and per second of signal")
+    pr.add_argument("--data", metavar="DIR", help="--target: WFDB records (default: the excerpts shipped with edgeseq)")
+    pr.add_argument("--record", default="208", metavar="NAME", help="--target: the record to stream (default 208)")
+    pr.add_argument("--seconds", type=Range(1, 86_400), default=300.0, metavar="S",
+                    help="--target: seconds of the record (default 300)")
+    pr.add_argument("--flash", type=BYTES, metavar="BYTES", help="--target: flash budget (e.g. 256k); over it: exit 2")
+    pr.add_argument("--ram", type=BYTES, metavar="BYTES", help="--target: RAM budget (e.g. 64k); over it: exit 2")
     pr.set_defaults(func=cmd_profile)
 
     sv = sub.add_parser("serve", help="run a bundle live on a serial stream",
@@ -580,8 +599,32 @@ def _exit_on_sigterm(on_signal=None) -> None:
             pass
 
 
+def _profile_target(args) -> int:
+    from .profile.target import format_target, profile_target
+
+    if args.compare or args.ssh or not args.bundle:
+        raise EdgeseqError("--target profiles one C bundle on this machine: give BUNDLE, without --compare or --ssh")
+    if args.json and args.json != "-":
+        check_target(args.json, "--json")
+    res = profile_target(args.bundle, target=args.target, data=args.data, record=args.record,
+                         seconds=args.seconds, flash=args.flash, ram=args.ram)
+    if args.json == "-":
+        print(dumps(res))
+        return 0
+    print(format_target(res))
+    if args.json:
+        print(f"json: {write_json(args.json, res, '--json', indent=1)}")
+    return 0
+
+
 def cmd_profile(args) -> int:
     from . import profile as prof
+
+    if args.target:
+        return _profile_target(args)
+    for opt in ("data", "flash", "ram"):
+        if getattr(args, opt) is not None:
+            raise EdgeseqError(f"--{opt} goes with --target (a microcontroller profile)")
 
     if args.compare and args.bundle:
         raise EdgeseqError("give either BUNDLE or --compare A B ..., not both")

@@ -113,6 +113,7 @@ class _Writer:
         self.decl: list[str] = []
         self.names: dict = {}
         self.declared: set = set()
+        self.dense_host = True  # print a dense twin of sparse products for hosts (ES_DENSE)
         self.bound: dict = {}  # largest |integer| a tensor can hold (int8 path)
 
     # tensors -----------------------------------------------------------------------------------
@@ -134,10 +135,11 @@ class _Writer:
         """C names (or literals) for a multiplier; the clip is dropped where it cannot bind."""
         M, sh, xmax = (np.atleast_1d(a) for a in r)
         clip = bound_in * float(M.max(initial=0)) >= 2.0 ** 62
-        if M.size == 1:
-            return str(int(M[0])), str(int(sh[0])), (str(int(xmax[0])) + "LL") if clip else None
-        return (self.const(key + "_M", M, "int32_t") + "[c]", self.const(key + "_sh", sh, "uint8_t") + "[c]",
-                (self.const(key + "_xmax", xmax, "int64_t") + "[c]") if clip else None)
+        xm = (str(int(xmax.max())) + "LL") if clip else None
+        if M.size == 1 or (M == M[0]).all():
+            return str(int(M[0])), str(int(sh[0])), xm
+        # one shift and one clip for every channel (graph/fixed.py's multiplier)
+        return self.const(key + "_M", M, "int32_t") + "[c]", str(int(sh[0])), xm
 
 
 def _rq(x: str, m: str, sh: str, xmax: str | None) -> str:
@@ -157,9 +159,11 @@ static inline int64_t es_rq(int64_t x, int32_t m, int32_t sh, int64_t xmax) {
   if (x > xmax) x = xmax; else if (x < -xmax) x = -xmax;
   return es_rq_nc(x, m, sh);
 }
-static inline int32_t es_sat(int64_t x, int32_t lo, int32_t hi) {
-  return (int32_t)(x > hi ? hi : x < lo ? lo : x);
-}
+static inline int32_t es_sat(int32_t x, int32_t lim) { return x > lim ? lim : x < -lim - 1 ? -lim - 1 : x; }
+static inline int32_t es_clip64(int64_t x, int32_t lim) { return (int32_t)(x > lim ? lim : x < -lim ? -lim : x); }
+static inline int32_t es_sat64(int64_t x, int32_t lim) { return (int32_t)(x > lim ? lim : x < -lim - 1 ? -lim - 1 : x); }
+/* x * m for a power of two m, x clamped first to +-c: what saturating the exact product at c * m gives */
+static inline int32_t es_shl(int32_t x, int32_t c, int32_t m) { return (x > c ? c : x < -c ? -c : x) * m; }
 /* float -> int at a power-of-two scale (exact), half away from zero; a non-finite value marks the step */
 static inline int32_t es_in(float x, float inv) {
   float v;
@@ -170,19 +174,19 @@ static inline int32_t es_in(float x, float inv) {
   return (int32_t)v;
 }
 static inline float es_out(int32_t x, float s) { return es_bad ? es_nan.f : (float)x * s; }
-static inline int64_t es_max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static inline int64_t es_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int32_t es_max32(int32_t a, int32_t b) { return a > b ? a : b; }
+static inline int32_t es_min32(int32_t a, int32_t b) { return a < b ? a : b; }
 """
 
 _PRELUDE_TANH = r"""
-/* tanh of a Q16 magnitude at scale 1/32767: table on [0, 8), step 1/128, linear in between */
-static inline int32_t es_tanh_q16(int64_t z) {
+/* tanh of a Q16 magnitude in Q15: table on [0, 8), step 1/128, linear in between */
+static inline int32_t es_tanh_q16(int32_t z) {
   int32_t i, f, j;
   if (z > (8 << 16)) z = 8 << 16;
   i = (int32_t)(z >> 9); f = (int32_t)(z & 511);
   if (i > 1024) i = 1024;
   j = i < 1024 ? i + 1 : 1024;
-  return es_tanh_t[i] + (((es_tanh_t[j] - es_tanh_t[i]) * f + 256) >> 9);
+  return (int32_t)es_tanh_t[i] + ((((int32_t)es_tanh_t[j] - (int32_t)es_tanh_t[i]) * f + 256) >> 9);
 }
 """
 
@@ -223,6 +227,32 @@ def _loops(shape: tuple, ins: list) -> tuple[str, str, list]:
     return opens, "}", [out_index, *exprs]
 
 
+def _scale_c(w: _Writer, key: str, x: str, r, bound: int, limit: int) -> tuple[str, int]:
+    """C for ``rq(x, r)`` whose result the caller saturates within ``limit`` (a power of two), and
+    the bound of that C value. A power-of-two ratio is a shift in int32 (left: the operand clamped
+    first, which gives what saturating the wide product gives); any other ratio multiplies in
+    int64 (``es_rq``)."""
+    M, sh, _ = (np.atleast_1d(v) for v in r)
+    if M.size == 1 and M[0] > 0 and not int(M[0]) & (int(M[0]) - 1):
+        s = int(sh[0]) - (int(M[0]).bit_length() - 1)  # x * 2**-s
+        if s > 0 and bound + (1 << (s - 1)) < 2 ** 31:
+            return f"((({x}) + {1 << (s - 1)}) >> {s})", (bound >> s) + 1
+        if s == 0 and bound < 2 ** 31:
+            return f"({x})", bound
+        if s < 0 and (limit >> -s) >= 1:
+            c = limit >> -s
+            return f"es_shl({x}, {c}, {1 << -s})", c << -s
+    m, s_, xm = w.rq_arrays(key, r, bound)
+    out = min(bound, int(xmax_of(r))) * int(M.max(initial=0)) // (1 << int(sh.max(initial=0))) + 1
+    if out < 2 ** 31:  # the rescaled value fits 32 bits: saturate it with one instruction
+        return f"(int32_t){_rq(f'(int64_t)({x})', m, s_, xm)}", out
+    return _rq(f"(int64_t)({x})", m, s_, xm), 2 ** 62
+
+
+def xmax_of(r) -> int:
+    return int(np.atleast_1d(r[2]).max(initial=0))
+
+
 def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
     """C for one fixed-point kernel (equal to ``fixed._kernel``)."""
     p, op, sh = o.p, o.op, w.p.shape
@@ -230,27 +260,36 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
     Y = w.ref(y)
     bnd = lambda t: w.bound.get(t, fx.LIMIT)  # noqa: E731
     key = f"op{k}"
+    w.bound[y] = fx.LIMIT
     if op in ("add", "sub", "max", "min", "mul"):
         a, b = o.inputs
         op_, cl, (iy, ia, ib) = _loops(sh[y], [sh[a], sh[b]])
-        A, B = f"(int64_t){w.ref(a)}[{ia}]", f"(int64_t){w.ref(b)}[{ib}]"
+        A, B = f"{w.ref(a)}[{ia}]", f"{w.ref(b)}[{ib}]"
         if op == "mul":
-            expr = _rq(f"{A} * {B}", *w.rq_arrays(key, p["r"], bnd(a) * bnd(b)))
-        else:
-            u, v = _rq(A, *w.rq_arrays(key + "a", p["ra"], bnd(a))), _rq(B, *w.rq_arrays(key + "b", p["rb"], bnd(b)))
-            expr = {"add": f"{u} + {v}", "sub": f"{u} - {v}", "max": f"es_max64({u}, {v})",
-                    "min": f"es_min64({u}, {v})"}[op]
-        w.bound[y] = fx.LIMIT
-        return f"{op_} {Y}[{iy}] = es_sat({expr}, -ES_LIMIT, ES_LIMIT); {cl}"
+            pb = bnd(a) * bnd(b)
+            prod = f"{A} * {B}" if pb < 2 ** 31 else f"(int64_t){A} * {B}"
+            e, eb = _scale_c(w, key, prod, p["r"], pb, fx.LIMIT + 1)
+            if eb >= 2 ** 31:
+                e = f"es_sat64({e}, ES_LIMIT)"
+            return f"{op_} {Y}[{iy}] = es_sat({e}, ES_LIMIT); {cl}"
+        parts = []
+        for k2, (X_, t, r) in enumerate(((A, a, p["ra"]), (B, b, p["rb"]))):
+            e, eb = _scale_c(w, f"{key}{'ab'[k2]}", X_, r, bnd(t), fx.OPERAND)
+            parts.append(e if eb <= fx.OPERAND else f"es_clip64({e}, {fx.OPERAND})")
+        u, v = parts
+        expr = {"add": f"{u} + {v}", "sub": f"{u} - {v}", "max": f"es_max32({u}, {v})",
+                "min": f"es_min32({u}, {v})"}[op]
+        return f"{op_} {Y}[{iy}] = es_sat({expr}, ES_LIMIT); {cl}"
     x = o.inputs[0]
     X = w.ref(x)
     n = w.n(y)
     if op in ("rescale", "q"):
         lim = p.get("lim", fx.LIMIT)
         lo = -lim - 1 if op == "q" else -lim
-        m, s_, xm = w.rq_arrays(key, p["r"], bnd(x))
+        e, eb = _scale_c(w, key, f"{X}[c]", p["r"], bnd(x), lim + 1)
         w.bound[y] = lim + 1
-        return f"for (int c = 0; c < {n}; ++c) {Y}[c] = es_sat({_rq(X + '[c]', m, s_, xm)}, {lo}, {lim});"
+        sat = f"es_sat64({e}, {lim + 1})" if eb >= 2 ** 31 else e
+        return f"for (int c = 0; c < {n}; ++c) {{ int32_t v = {sat}; {Y}[c] = v > {lim} ? {lim} : v < {lo} ? {lo} : v; }}"
     if op == "fc":
         wq = w.p.consts[o.inputs[1]]
         K, C = wq.shape
@@ -269,9 +308,31 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
             ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
             idx = np.concatenate(cols) if nnz else np.zeros(1, np.int64)
             val = np.concatenate([wq[c_, c] for c, c_ in enumerate(cols)]) if nnz else np.zeros(1, np.int64)
-            w.decl += [_c_array(ptr_t, base + "_ptr", ptr), _c_array(idx_t, base + "_idx", idx), _c_array(wt, base + "_val", val)]
-            dot = (f"for (int k = {base}_ptr[c]; k < {base}_ptr[c + 1]; ++k) "
-                   f"acc += ({acc_t})xr[{base}_idx[k]] * {base}_val[k];")
+            if bnd(x) <= 32768 and K < 65536 and acc_t == "int32_t":
+                # one word per weight, value above index: a Cortex-M4 reads it with one load and
+                # multiplies the halves with SMLABT (4 instructions a weight, against 6)
+                w.decl += [_c_array(ptr_t, base + "_ptr", ptr),
+                           _c_array("int32_t", base + "_pk", (val.astype(np.int64) << 16) | idx.astype(np.int64))]
+                dot = (f"for (int k = {base}_ptr[c]; k < {base}_ptr[c + 1]; ++k) {{ int32_t e = {base}_pk[k]; "
+                       f"acc += (int16_t)xr[e & 0xffff] * (e >> 16); }}")
+            else:
+                w.decl += [_c_array(ptr_t, base + "_ptr", ptr), _c_array(idx_t, base + "_idx", idx),
+                           _c_array(wt, base + "_val", val)]
+                dot = (f"for (int k = {base}_ptr[c]; k < {base}_ptr[c + 1]; ++k) "
+                       f"acc += ({acc_t})xr[{base}_idx[k]] * {base}_val[k];")
+            if bnd(x) <= 32768 and acc_t == "int32_t" and w.dense_host:
+                # a host with a vector unit: the dense int16 product runs 16-32 multiply-adds an
+                # instruction, faster than the sparse gather; the same integers, so the same sums
+                w.decl.append("#ifdef ES_DENSE\n" + _c_array("int16_t", base + "_d", wq.T) + "#endif\n")
+                rows = int(np.prod(sh[y][:-1], dtype=np.int64))
+                m, s_, xm = w.rq_arrays(key, p["r"], acc_bound)
+                bias = (" + " + w.const(key + "_bias", p["bias"], "int32_t") + "[c]") if p["bias"] is not None else ""
+                store = f"yr[c] = es_sat64({_rq('acc', m, s_, xm)}{bias}, ES_LIMIT);"
+                return (f"for (int r = 0; r < {rows}; ++r) {{ const int32_t *xr = {X} + r * {K}; int32_t *yr = {Y} + r * {C};\n"
+                        f"#ifdef ES_DENSE\n  int16_t xs[{K}]; for (int i = 0; i < {K}; ++i) xs[i] = (int16_t)xr[i];\n"
+                        f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; const int16_t *wc = {base}_d + c * {K}; "
+                        f"for (int i = 0; i < {K}; ++i) acc += xs[i] * wc[i]; {store} }}\n#else\n"
+                        f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; {dot} {store} }}\n#endif\n  }}")
         else:
             w.decl.append(_c_array(wt, base + "_w", wq.T))
             dot = (f"const {wt} *wc = {base}_w + c * {K}; "
@@ -281,22 +342,20 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
         if p["bias"] is not None:
             bias = " + " + w.const(key + "_bias", p["bias"], "int32_t") + "[c]"
         rows = int(np.prod(sh[y][:-1], dtype=np.int64))
-        w.bound[y] = fx.LIMIT
         return (f"for (int r = 0; r < {rows}; ++r) {{ const int32_t *xr = {X} + r * {K}; int32_t *yr = {Y} + r * {C}; "
                 f"for (int c = 0; c < {C}; ++c) {{ {acc_t} acc = 0; {dot} "
-                f"yr[c] = es_sat({_rq('acc', m, s_, xm)}{bias}, -ES_LIMIT, ES_LIMIT); }} }}")
+                f"yr[c] = es_sat64({_rq('acc', m, s_, xm)}{bias}, ES_LIMIT); }} }}")
     if op in ("tanh", "sigmoid"):
-        m, s_, xm = w.rq_arrays(key, p["r"], bnd(x))
-        w.bound[y] = 65535
-        off = "32767 + " if op == "sigmoid" else ""
-        return (f"for (int c = 0; c < {n}; ++c) {{ int32_t v = {X}[c]; "
-                f"int32_t t = es_tanh_q16({_rq('(int64_t)(v < 0 ? -v : v)', m, s_, xm)}); "
+        e, eb = _scale_c(w, key, "(v < 0 ? -v : v)", p["r"], bnd(x), 8 << 16)
+        e = f"es_sat64({e}, {8 << 16})" if eb >= 2 ** 31 else e
+        w.bound[y] = 65536
+        off = "32768 + " if op == "sigmoid" else ""
+        return (f"for (int c = 0; c < {n}; ++c) {{ int32_t v = {X}[c]; int32_t t = es_tanh_q16({e}); "
                 f"{Y}[c] = {off}(v < 0 ? -t : t); }}")
     if op == "log":
         m, s_, xm = w.rq_arrays(key, p["r"], 2 ** 30)
-        w.bound[y] = fx.LIMIT
         return (f"for (int c = 0; c < {n}; ++c) {Y}[c] = {X}[c] > 0 ? "
-                f"es_sat({_rq(f'es_log2_q24({X}[c])', m, s_, xm)} + {p['c']}, -ES_LIMIT, ES_LIMIT) : -ES_LIMIT;")
+                f"es_sat64({_rq(f'es_log2_q24({X}[c])', m, s_, xm)} + {p['c']}, ES_LIMIT) : -ES_LIMIT;")
     w.bound[y] = bnd(x)
     if op == "relu":
         return f"for (int c = 0; c < {n}; ++c) {Y}[c] = {X}[c] > 0 ? {X}[c] : 0;"
@@ -304,8 +363,10 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
         return f"for (int c = 0; c < {n}; ++c) {Y}[c] = {X}[c] > {p['hi']} ? {p['hi']} : {X}[c] < {p['lo']} ? {p['lo']} : {X}[c];"
     if op == "concat":
         w.bound[y] = fx.LIMIT
-        return _concat(w, o, lambda i, e, k2: _rq(f"(int64_t){e}", *w.rq_arrays(f"{key}_{k2}", p["rs"][k2], bnd(i))),
-                       sat=True)
+        def part(i, e, k2):
+            e, eb = _scale_c(w, f"{key}_{k2}", e, p["rs"][k2], bnd(i), fx.LIMIT + 1)
+            return f"es_sat64({e}, ES_LIMIT)" if eb >= 2 ** 31 else f"es_sat({e}, ES_LIMIT)"
+        return _concat(w, o, part)
     return _copy(w, o)
 
 
@@ -332,7 +393,7 @@ def _copy(w: _Writer, o) -> str:
     raise ValueError(f"the C lowering has no kernel for {op!r}")
 
 
-def _concat(w: _Writer, o, conv, sat: bool) -> str:
+def _concat(w: _Writer, o, conv) -> str:
     sh = w.p.shape
     y = o.outputs[0]
     axis = o.p["axis"] - 1 if o.p["axis"] >= 0 else o.p["axis"] % len(sh[y])  # the graph's axes count the batch
@@ -342,8 +403,6 @@ def _concat(w: _Writer, o, conv, sat: bool) -> str:
     for k2, i in enumerate(o.inputs):
         inner = int(np.prod(sh[i][axis:], dtype=np.int64))
         e = conv(i, f"{w.ref(i)}[r * {inner} + c]", k2)
-        if sat:
-            e = f"es_sat({e}, -ES_LIMIT, ES_LIMIT)"
         code.append(f"for (int r = 0; r < {outer}; ++r) for (int c = 0; c < {inner}; ++c) "
                     f"{w.ref(y)}[r * {total} + {start} + c] = {e};")
         start += inner
@@ -394,7 +453,7 @@ def _emit_float(w: _Writer, o, k: int) -> str:
         lo, hi = (repr(float(np.float32(o.p[k]))) + "f" for k in ("lo", "hi"))
         return f"for (int c = 0; c < {n}; ++c) {{ float v = {X}[c]; {Y}[c] = v > {hi} ? {hi} : v < {lo} ? {lo} : v; }}"
     if op == "concat":
-        return _concat(w, o, lambda i, e, k2: e, sat=False)
+        return _concat(w, o, lambda i, e, k2: e)
     return _copy(w, o)
 
 
@@ -486,7 +545,7 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
            f"{'int8 fixed point: integers only, no libm' if int8 else 'float32'}. Do not edit: export again. */",
            '#include "model.h"', _PRELUDE_INT if int8 else _PRELUDE_FLOAT]
     if int8 and any(o.op in ("tanh", "sigmoid") for o in P.ops):
-        src += [_c_array("int16_t", "es_tanh_t", fx.TANH_TABLE), _PRELUDE_TANH]
+        src += [_c_array("uint16_t", "es_tanh_t", fx.TANH_TABLE), _PRELUDE_TANH]
     if int8 and any(o.op == "log" for o in P.ops):
         src += [_c_array("int32_t", "es_log2_t", fx.LOG2_TABLE), _PRELUDE_LOG]
     src += w.decl + [_c_array(elt, f"es_x0_{_ident(k)}", P.initial[k]) for k in P.states]

@@ -9,15 +9,18 @@ here once; :func:`run` executes it in numpy and ``export/c.py`` prints it as C.
 Decisions, and why:
 
 - Scales. A ``q`` node keeps its own grid and width, so the integer form stores what the int8
-  ONNX and TFLite exports store. Every other tensor maps its calibrated max to ``2**20`` and
-  saturates at ``2**23``: 20 bits is finer than any int16 grid, the 8x headroom covers values
-  beyond calibration (a long RR gap), and products of two such values stay inside int64.
-- Inputs, states and outputs cross to float. Their scales are powers of two, so float <-> int is
-  exact both ways: a state handed back and forth by a host loop loses nothing.
-- Rescaling is ``(x * M + 2**(sh-1)) >> sh`` with ``M`` in ``[2**14, 2**15)``: exact integer
-  arithmetic, equal in numpy's int64 and C's ``int64_t`` (arithmetic right shift, as every
-  compiler we target does; C99 leaves it to the implementation).
-- tanh and sigmoid read one 1025-entry int16 table of tanh on [0, 8) with linear interpolation
+  ONNX and TFLite exports store. Every other tensor has a power-of-two scale that puts its
+  calibrated max at or under ``2**20`` and saturates at ``2**23``: 20 bits is finer than any
+  int16 grid, the 8x headroom covers values beyond calibration (a long RR gap), and products of
+  two such values stay inside int64.
+- Powers of two make rescaling a shift (a multiply only where a weight's or a ``q`` grid's scale
+  enters), which the C prints as int32 arithmetic a vector unit or a Cortex-M4 runs in a few
+  instructions; and float <-> int at inputs, states and outputs exact both ways, so a state
+  handed back and forth by a host loop loses nothing.
+- Rescaling is ``(x * M + 2**(sh-1)) >> sh``: exact integer arithmetic, equal in numpy's int64
+  and C (arithmetic right shift, as every compiler we target does; C99 leaves it to the
+  implementation). Operands of a sum saturate at ``2**24`` so the sum fits int32.
+- tanh and sigmoid read one 1025-entry table of tanh on [0, 8) in Q15 with linear interpolation
   (Q16 input); log uses the leading-one position and a 257-entry log2 table. No libm.
 - Dot products accumulate exactly (int64; numpy checks the bound and uses float64 BLAS, exact
   below 2**53), so summation order does not matter and sparse equals dense.
@@ -39,21 +42,25 @@ TANH_BITS = 7  # table step 1 / 2**7 (1025 entries); input Q16
 LOG_BITS = 8  # log2 mantissa table step 1 / 2**8 (257 entries), output Q24
 PASS = ("reshape", "gather", "slice", "split", "relu", "clip")  # ops that keep their input's scale
 
-TANH_TABLE = np.round(np.tanh(np.arange(TANH_MAX * (1 << TANH_BITS) + 1) / (1 << TANH_BITS)) * 32767).astype(np.int32)
+OPERAND = 1 << 24  # an operand of add/sub/max/min, rescaled, saturates here (so a sum fits int32)
+TANH_TABLE = np.round(np.tanh(np.arange(TANH_MAX * (1 << TANH_BITS) + 1) / (1 << TANH_BITS)) * 32768).astype(np.int32)
 LOG2_TABLE = np.round(np.log2(1 + np.arange((1 << LOG_BITS) + 1) / (1 << LOG_BITS)) * (1 << 24)).astype(np.int64)
 
 
 def multiplier(r) -> tuple:
-    """``(M, sh, xmax)`` arrays with ``x * r ~= (x * M + 2**(sh-1)) >> sh`` for |x| <= xmax
-    (beyond which the result saturates anyway and ``x * M`` would leave int64)."""
+    """``(M, sh, xmax)`` with ``x * r ~= (x * M + 2**(sh-1)) >> sh`` for |x| <= xmax (beyond
+    which the result saturates anyway and ``x * M`` would leave int64). Per-channel ratios share
+    one shift (the smallest channel's ``M`` in ``[2**14, 2**15)``): a constant shift, which a
+    32-bit core does inline where a per-channel 64-bit shift calls a library helper."""
     r = np.minimum(np.asarray(r, np.float64), 2.0 ** 30)
-    e = np.floor(np.log2(np.maximum(r, 2.0 ** -40)))
-    sh = np.clip(14 - e, 0, 62).astype(np.int64)
-    M = np.maximum(np.round(r * 2.0 ** sh), 1).astype(np.int64)
-    sh = np.where(r > 0, sh, 62)
-    M = np.where(r > 0, M, 0)
-    xmax = (np.int64(1) << 62) // np.maximum(M, 1)
-    return M, sh, xmax
+    pos = r[r > 0] if np.ndim(r) else (r[None] if r > 0 else r[None][:0])
+    e = np.floor(np.log2(pos.min())) if pos.size else 0.0
+    sh = int(np.clip(14 - e, 0, 62))
+    while sh > 0 and float(r.max(initial=0.0)) * 2.0 ** sh >= 2.0 ** 31:
+        sh -= 1
+    M = np.where(r > 0, np.maximum(np.round(r * 2.0 ** sh), 1), 0).astype(np.int64)
+    xmax = (np.int64(1) << 62) // max(int(M.max(initial=1)), 1)
+    return M, np.full(np.shape(r), sh, np.int64), np.full(np.shape(r), xmax, np.int64)
 
 
 def rq(x, M, sh, xmax):
@@ -64,7 +71,8 @@ def rq(x, M, sh, xmax):
 
 
 def _sat(x, lim=LIMIT):
-    return np.clip(x, -lim - 1 if lim != LIMIT else -lim, lim)
+    """Two's-complement saturation, ``[-lim - 1, lim]``: one SSAT instruction on a Cortex-M4."""
+    return np.clip(x, -lim - 1, lim)
 
 
 @dataclass
@@ -98,7 +106,8 @@ def _pow2(top: float) -> float:
 
 
 def _free(top: float) -> float:
-    return max(top, 1e-30) / NOMINAL
+    """Scales the kernels choose are powers of two too: rescaling between them is a shift."""
+    return _pow2(top)
 
 
 def ranges(g: Graph, batches) -> dict:
@@ -208,7 +217,7 @@ def lower(g: Graph, top: dict, initial: dict | None = None) -> Program:
             emit(op, ins, y, s, r=multiplier(scale[ins[0]] * scale[ins[1]] / s))
         elif op in ("tanh", "sigmoid"):
             half = 0.5 if op == "sigmoid" else 1.0
-            emit(op, ins, y, 1 / 32767 if op == "tanh" else 1 / 65534, r=multiplier(scale[ins[0]] * half * 65536))
+            emit(op, ins, y, 2.0 ** -15 if op == "tanh" else 2.0 ** -16, r=multiplier(scale[ins[0]] * half * 65536))
         elif op == "log":
             s = free(y)
             # ln(x S) = log2(x) ln2 + ln S, log2(x) in Q24
@@ -258,7 +267,7 @@ def to_float(x: np.ndarray, s: float) -> np.ndarray:
 
 
 def _tanh_q(z):
-    """tanh of a Q16 magnitude, int16 scale 1/32767."""
+    """tanh of a Q16 magnitude, in Q15."""
     z = np.minimum(z, TANH_MAX << 16)
     i = np.minimum(z >> (16 - TANH_BITS), TANH_MAX << TANH_BITS)
     f = z & ((1 << (16 - TANH_BITS)) - 1)
@@ -292,7 +301,7 @@ def _kernel(o: Op, a: list, p: dict, consts: dict):
     if op == "rescale":
         return _sat(rq(x, *p["r"]))
     if op in ("add", "sub", "max", "min"):
-        u, v = rq(a[0], *p["ra"]), rq(a[1], *p["rb"])
+        u, v = (np.clip(rq(x_, *r_), -OPERAND, OPERAND) for x_, r_ in ((a[0], p["ra"]), (a[1], p["rb"])))
         f = {"add": np.add, "sub": np.subtract, "max": np.maximum, "min": np.minimum}[op]
         return _sat(f(u, v))
     if op == "mul":
@@ -306,7 +315,7 @@ def _kernel(o: Op, a: list, p: dict, consts: dict):
     if op in ("tanh", "sigmoid"):
         t = _tanh_q(rq(np.abs(x), *p["r"]))
         t = np.where(x < 0, -t, t)
-        return t if op == "tanh" else 32767 + t
+        return t if op == "tanh" else 32768 + t
     if op == "log":
         pos = x > 0
         y = rq(_log2_q24(np.where(pos, x, 1)), *p["r"]) + p["c"]

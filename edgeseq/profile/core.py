@@ -18,7 +18,7 @@ from ..bundle import load_bundle, read_manifest
 from ..models import family
 from ..errors import EdgeseqError
 
-RUNTIMES = ("onnx", "tflite", "tflm", "numpy")
+RUNTIMES = ("onnx", "tflite", "tflm", "numpy", "c")
 #: Rows of the comparison table: (label, path into the result, unit).
 METRICS = (
     ("window p50", ("latency_us", "window", "p50"), "us"),
@@ -295,7 +295,7 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
     runtime = runtime or fmt
     if runtime not in RUNTIMES:
         raise EdgeseqError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
-    allowed = {"onnx": ("onnx",), "tflite": ("tflite", "tflm"), "numpy": ("numpy",)}[fmt]
+    allowed = {"onnx": ("onnx",), "tflite": ("tflite", "tflm"), "numpy": ("numpy",), "c": ("c",)}[fmt]
     if runtime not in allowed:
         raise EdgeseqError(f"bundle {root} is {fmt}: it runs on {' or '.join(allowed)}, not {runtime}"
                            + ("; export it first (edgeseq export)" if fmt == "numpy" else ""))
