@@ -253,6 +253,52 @@ def xmax_of(r) -> int:
     return int(np.atleast_1d(r[2]).max(initial=0))
 
 
+POINTWISE = ("add", "sub", "max", "min", "mul", "rescale", "q", "tanh", "sigmoid", "relu", "clip", "log")
+
+
+def _elem_int(w: _Writer, o: fx.Op, key: str, args: list) -> str:
+    """The int32 C expression of one element of a pointwise kernel, its inputs' elements given as
+    C expressions (``args``); equal to ``fixed._kernel``."""
+    p, op, y = o.p, o.op, o.outputs[0]
+    bnd = lambda t: w.bound.get(t, fx.LIMIT)  # noqa: E731
+    w.bound[y] = fx.LIMIT
+    if op == "mul":
+        a, b = o.inputs
+        pb = bnd(a) * bnd(b)
+        prod = f"{args[0]} * {args[1]}" if pb < 2 ** 31 else f"(int64_t){args[0]} * {args[1]}"
+        e, eb = _scale_c(w, key, prod, p["r"], pb, fx.LIMIT + 1)
+        return f"es_sat64({e}, ES_LIMIT)" if eb >= 2 ** 31 else f"es_sat({e}, ES_LIMIT)"
+    if op in ("add", "sub", "max", "min"):
+        parts = []
+        for k2, (X_, t, r) in enumerate(zip(args, o.inputs, (p["ra"], p["rb"]))):
+            e, eb = _scale_c(w, f"{key}{'ab'[k2]}", X_, r, bnd(t), fx.OPERAND)
+            parts.append(e if eb <= fx.OPERAND else f"es_clip64({e}, {fx.OPERAND})")
+        u, v = parts
+        return "es_sat(" + {"add": f"{u} + {v}", "sub": f"{u} - {v}", "max": f"es_max32({u}, {v})",
+                            "min": f"es_min32({u}, {v})"}[op] + ", ES_LIMIT)"
+    x, X = o.inputs[0], args[0]
+    if op in ("rescale", "q"):
+        lim = p.get("lim", fx.LIMIT)
+        e, eb = _scale_c(w, key, X, p["r"], bnd(x), lim + 1)
+        w.bound[y] = lim + 1
+        return f"es_sat64({e}, {lim})" if eb >= 2 ** 31 else f"es_sat({e}, {lim})"
+    if op in ("tanh", "sigmoid"):
+        e, eb = _scale_c(w, key, f"({X} < 0 ? -{X} : {X})", p["r"], bnd(x), 8 << 16)
+        e = f"es_sat64({e}, {8 << 16})" if eb >= 2 ** 31 else e
+        w.bound[y] = 65536
+        t = f"es_tanh_q16({e})"
+        return f"({'32768 + ' if op == 'sigmoid' else ''}({X} < 0 ? -{t} : {t}))"
+    if op == "log":
+        m, s_, xm = w.rq_arrays(key, p["r"], 2 ** 30)
+        return f"({X} > 0 ? es_sat64({_rq(f'es_log2_q24({X})', m, s_, xm)} + {p['c']}, ES_LIMIT) : -ES_LIMIT)"
+    w.bound[y] = bnd(x)
+    if op == "relu":
+        return f"({X} > 0 ? {X} : 0)"
+    if op == "clip":
+        return f"({X} > {p['hi']} ? {p['hi']} : {X} < {p['lo']} ? {p['lo']} : {X})"
+    raise ValueError(f"{op} is not pointwise")
+
+
 def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
     """C for one fixed-point kernel (equal to ``fixed._kernel``)."""
     p, op, sh = o.p, o.op, w.p.shape
@@ -260,36 +306,13 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
     Y = w.ref(y)
     bnd = lambda t: w.bound.get(t, fx.LIMIT)  # noqa: E731
     key = f"op{k}"
-    w.bound[y] = fx.LIMIT
-    if op in ("add", "sub", "max", "min", "mul"):
-        a, b = o.inputs
-        op_, cl, (iy, ia, ib) = _loops(sh[y], [sh[a], sh[b]])
-        A, B = f"{w.ref(a)}[{ia}]", f"{w.ref(b)}[{ib}]"
-        if op == "mul":
-            pb = bnd(a) * bnd(b)
-            prod = f"{A} * {B}" if pb < 2 ** 31 else f"(int64_t){A} * {B}"
-            e, eb = _scale_c(w, key, prod, p["r"], pb, fx.LIMIT + 1)
-            if eb >= 2 ** 31:
-                e = f"es_sat64({e}, ES_LIMIT)"
-            return f"{op_} {Y}[{iy}] = es_sat({e}, ES_LIMIT); {cl}"
-        parts = []
-        for k2, (X_, t, r) in enumerate(((A, a, p["ra"]), (B, b, p["rb"]))):
-            e, eb = _scale_c(w, f"{key}{'ab'[k2]}", X_, r, bnd(t), fx.OPERAND)
-            parts.append(e if eb <= fx.OPERAND else f"es_clip64({e}, {fx.OPERAND})")
-        u, v = parts
-        expr = {"add": f"{u} + {v}", "sub": f"{u} - {v}", "max": f"es_max32({u}, {v})",
-                "min": f"es_min32({u}, {v})"}[op]
-        return f"{op_} {Y}[{iy}] = es_sat({expr}, ES_LIMIT); {cl}"
+    if op in POINTWISE:
+        op_, cl, (iy, *ix) = _loops(sh[y], [sh[t] for t in o.inputs])
+        args = [f"{w.ref(t)}[{i}]" for t, i in zip(o.inputs, ix)]
+        return f"{op_} {Y}[{iy}] = {_elem_int(w, o, key, args)}; {cl}"
     x = o.inputs[0]
     X = w.ref(x)
-    n = w.n(y)
-    if op in ("rescale", "q"):
-        lim = p.get("lim", fx.LIMIT)
-        lo = -lim - 1 if op == "q" else -lim
-        e, eb = _scale_c(w, key, f"{X}[c]", p["r"], bnd(x), lim + 1)
-        w.bound[y] = lim + 1
-        sat = f"es_sat64({e}, {lim + 1})" if eb >= 2 ** 31 else e
-        return f"for (int c = 0; c < {n}; ++c) {{ int32_t v = {sat}; {Y}[c] = v > {lim} ? {lim} : v < {lo} ? {lo} : v; }}"
+    w.bound[y] = fx.LIMIT
     if op == "fc":
         wq = w.p.consts[o.inputs[1]]
         K, C = wq.shape
@@ -311,10 +334,16 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
             if bnd(x) <= 32768 and K < 65536 and acc_t == "int32_t":
                 # one word per weight, value above index: a Cortex-M4 reads it with one load and
                 # multiplies the halves with SMLABT (4 instructions a weight, against 6)
-                w.decl += [_c_array(ptr_t, base + "_ptr", ptr),
-                           _c_array("int32_t", base + "_pk", (val.astype(np.int64) << 16) | idx.astype(np.int64))]
-                dot = (f"for (int k = {base}_ptr[c]; k < {base}_ptr[c + 1]; ++k) {{ int32_t e = {base}_pk[k]; "
-                       f"acc += (int16_t)xr[e & 0xffff] * (e >> 16); }}")
+                # rows padded to 4 entries with zero weights: the loop unrolls without a remainder
+                pk = [np.concatenate([(wq[c_, c].astype(np.int64) << 16) | c_, np.zeros(-len(c_) % 4, np.int64)])
+                      for c, c_ in enumerate(cols)]
+                pptr = np.concatenate([[0], np.cumsum([len(v) for v in pk])])
+                ptr_t = "uint16_t" if pptr[-1] < 65536 else "uint32_t"
+                w.decl += [_c_array(ptr_t, base + "_ptr", pptr), _c_array("int32_t", base + "_pk", np.concatenate(pk))]
+                term = lambda j: f"(int16_t)xr[e{j} & 0xffff] * (e{j} >> 16)"  # noqa: E731
+                dot = (f"for (int k = {base}_ptr[c]; k < {base}_ptr[c + 1]; k += 4) {{ "
+                       + " ".join(f"int32_t e{j} = {base}_pk[k + {j}];" for j in range(4))
+                       + f" acc += {' + '.join(term(j) for j in range(4))}; }}")
             else:
                 w.decl += [_c_array(ptr_t, base + "_ptr", ptr), _c_array(idx_t, base + "_idx", idx),
                            _c_array(wt, base + "_val", val)]
@@ -325,9 +354,7 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
                 # instruction, faster than the sparse gather; the same integers, so the same sums
                 w.decl.append("#ifdef ES_DENSE\n" + _c_array("int16_t", base + "_d", wq.T) + "#endif\n")
                 rows = int(np.prod(sh[y][:-1], dtype=np.int64))
-                m, s_, xm = w.rq_arrays(key, p["r"], acc_bound)
-                bias = (" + " + w.const(key + "_bias", p["bias"], "int32_t") + "[c]") if p["bias"] is not None else ""
-                store = f"yr[c] = es_sat64({_rq('acc', m, s_, xm)}{bias}, ES_LIMIT);"
+                store = _fc_store(w, key, p, acc_bound)
                 return (f"for (int r = 0; r < {rows}; ++r) {{ const int32_t *xr = {X} + r * {K}; int32_t *yr = {Y} + r * {C};\n"
                         f"#ifdef ES_DENSE\n  int16_t xs[{K}]; for (int i = 0; i < {K}; ++i) xs[i] = (int16_t)xr[i];\n"
                         f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; const int16_t *wc = {base}_d + c * {K}; "
@@ -337,37 +364,74 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
             w.decl.append(_c_array(wt, base + "_w", wq.T))
             dot = (f"const {wt} *wc = {base}_w + c * {K}; "
                    f"for (int i = 0; i < {K}; ++i) acc += ({acc_t})xr[i] * wc[i];")
-        m, s_, xm = w.rq_arrays(key, p["r"], acc_bound)
-        bias = ""
-        if p["bias"] is not None:
-            bias = " + " + w.const(key + "_bias", p["bias"], "int32_t") + "[c]"
         rows = int(np.prod(sh[y][:-1], dtype=np.int64))
         return (f"for (int r = 0; r < {rows}; ++r) {{ const int32_t *xr = {X} + r * {K}; int32_t *yr = {Y} + r * {C}; "
-                f"for (int c = 0; c < {C}; ++c) {{ {acc_t} acc = 0; {dot} "
-                f"yr[c] = es_sat64({_rq('acc', m, s_, xm)}{bias}, ES_LIMIT); }} }}")
-    if op in ("tanh", "sigmoid"):
-        e, eb = _scale_c(w, key, "(v < 0 ? -v : v)", p["r"], bnd(x), 8 << 16)
-        e = f"es_sat64({e}, {8 << 16})" if eb >= 2 ** 31 else e
-        w.bound[y] = 65536
-        off = "32768 + " if op == "sigmoid" else ""
-        return (f"for (int c = 0; c < {n}; ++c) {{ int32_t v = {X}[c]; int32_t t = es_tanh_q16({e}); "
-                f"{Y}[c] = {off}(v < 0 ? -t : t); }}")
-    if op == "log":
-        m, s_, xm = w.rq_arrays(key, p["r"], 2 ** 30)
-        return (f"for (int c = 0; c < {n}; ++c) {Y}[c] = {X}[c] > 0 ? "
-                f"es_sat64({_rq(f'es_log2_q24({X}[c])', m, s_, xm)} + {p['c']}, ES_LIMIT) : -ES_LIMIT;")
-    w.bound[y] = bnd(x)
-    if op == "relu":
-        return f"for (int c = 0; c < {n}; ++c) {Y}[c] = {X}[c] > 0 ? {X}[c] : 0;"
-    if op == "clip":
-        return f"for (int c = 0; c < {n}; ++c) {Y}[c] = {X}[c] > {p['hi']} ? {p['hi']} : {X}[c] < {p['lo']} ? {p['lo']} : {X}[c];"
+                f"for (int c = 0; c < {C}; ++c) {{ {acc_t} acc = 0; {dot} {_fc_store(w, key, p, acc_bound)} }} }}")
     if op == "concat":
         w.bound[y] = fx.LIMIT
         def part(i, e, k2):
             e, eb = _scale_c(w, f"{key}_{k2}", e, p["rs"][k2], bnd(i), fx.LIMIT + 1)
             return f"es_sat64({e}, ES_LIMIT)" if eb >= 2 ** 31 else f"es_sat({e}, ES_LIMIT)"
         return _concat(w, o, part)
+    w.bound[y] = bnd(x)
     return _copy(w, o)
+
+
+def _fc_store(w: _Writer, key: str, p: dict, acc_bound: int) -> str:
+    """``yr[c] =`` the rescaled accumulator plus the bias, saturated: in 32 bits where the bound
+    allows (one SSAT), as ``fixed._kernel``'s fc."""
+    m, s_, xm = w.rq_arrays(key, p["r"], acc_bound)
+    M, sh = np.atleast_1d(p["r"][0]), int(np.atleast_1d(p["r"][1])[0])
+    bias, bb = "", 0
+    if p["bias"] is not None:
+        bias = " + " + w.const(key + "_bias", p["bias"], "int32_t") + "[c]"
+        bb = int(np.abs(p["bias"]).max(initial=0))
+    out = min(acc_bound, int(np.atleast_1d(p["r"][2])[0])) * int(M.max(initial=0)) // (1 << sh) + 1 + bb
+    if out < 2 ** 31:
+        return f"yr[c] = es_sat((int32_t){_rq('acc', m, s_, xm)}{bias}, ES_LIMIT);"
+    return f"yr[c] = es_sat64({_rq('acc', m, s_, xm)}{bias}, ES_LIMIT);"
+
+
+def _flat(shape) -> tuple:
+    return tuple(shape[next((i for i, d in enumerate(shape) if d != 1), len(shape)):])
+
+
+def _fuse(w: _Writer, ops: list) -> list:
+    """Runs of consecutive pointwise kernels of one part over the same elements, each input an
+    earlier member's output, a tensor laid out alike, or one value: one loop for the run, its
+    intermediates in registers (on a Cortex-M4 a load, a store and the loop's count per element
+    and kernel saved)."""
+    groups, cur, made, shape, part = [], [], set(), None, None
+    for k, (o, pt) in enumerate(ops):
+        out = _flat(w.p.shape[o.outputs[0]])
+        ok = o.op in POINTWISE and all(t in made or _flat(w.p.shape[t]) == out or w.n(t) == 1 for t in o.inputs)
+        if ok and cur and pt == part and out == shape:
+            cur.append(k)
+            made.update(o.outputs)
+            continue
+        if cur:
+            groups.append(cur)
+        cur, made, shape, part = [k], set(o.outputs), out, pt
+        if not ok:
+            groups.append(cur)
+            cur = []
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _emit_fused(w: _Writer, run: list, internal: set) -> str:
+    """One loop for a run of pointwise kernels (``_fuse``)."""
+    n = w.n(run[0][1].outputs[0])
+    local, lines = {}, []
+    for k, o in run:
+        args = [local[t] if t in local else f"{w.ref(t)}[{'0' if w.n(t) == 1 else 'c'}]" for t in o.inputs]
+        y = o.outputs[0]
+        local[y] = f"v{k}"
+        lines.append(f"int32_t v{k} = {_elem_int(w, o, f'op{k}', args)};")
+        if y not in internal:
+            lines.append(f"{w.ref(y)}[c] = v{k};")
+    return f"for (int c = 0; c < {n}; ++c) {{\n    " + "\n    ".join(lines) + "\n  }"
 
 
 def _copy(w: _Writer, o) -> str:
@@ -501,19 +565,46 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
     for k in P.states:
         w.names[k] = f"s->{_ident(k)}"
         w.bound[k] = fx.LIMIT
+    groups = _fuse(w, ops) if int8 else [[k] for k in range(len(ops))]
+    used_by = {}
+    for k, (o, _) in enumerate(ops):
+        for t in o.inputs:
+            used_by.setdefault(t, set()).add(k)
+    kept = {k + "_out" for k in P.states} | set(P.outputs)
+    # a fused run keeps in registers what no op outside it reads: no arena slot, no store
+    internal = {t for g in groups if len(g) > 1 for k in g for t in ops[k][0].outputs
+                if t not in kept and used_by.get(t, set()) <= set(g)}
+    # a state updated element by element, once nothing reads its old value any more, is written
+    # straight into the struct: no arena slot and no copy at the end of the step
+    start = {k: g[0] for g in groups for k in g}
+    for st in P.states:
+        prod = next((k for k, (o, _) in enumerate(ops) if st + "_out" in o.outputs), None)
+        if prod is None or ops[prod][0].op not in POINTWISE or ops[prod][1] != 1:
+            continue
+        run = next(g for g in groups if prod in g)
+        readers = used_by.get(st, set())
+        if all(r < start[prod] or (r in run and r <= prod and w.n(st) == w.n(st + "_out")) for r in readers):
+            w.names[st + "_out"] = f"s->{_ident(st)}"
+            w.bound[st + "_out"] = fx.LIMIT
     # the arena: what ops write and the converted sample and held inputs, placed by lifetime;
     # the held part's tensors live across a whole window
-    order = [([sample, *P.held], [sample, *P.held])] + [(o.outputs, o.inputs) for o, _ in ops]
+    # (a fused run is one step: what it reads stays live while it writes, element by element)
+    order = [([sample, *P.held], [sample, *P.held])] + [
+        ([t for k in g for t in ops[k][0].outputs], [t for k in g for t in ops[k][0].inputs]) for g in groups]
     order.append(([], [k + "_out" for k in P.states] + list(P.outputs)))
     pinned = set(P.held) | {t for o, pt in ops if pt == 0 for t in o.outputs}
-    sizes = {t: w.n(t) for t in P.shape}
-    off, total = _arena([(d, [u for u in us if u in sizes and u not in w.names]) for d, us in order], sizes, pinned)
+    sizes = {t: w.n(t) for t in P.shape if t not in internal and not w.names.get(t, "").startswith("s->")}
+    off, total = _arena([([d for d in ds if d in sizes], [u for u in us if u in sizes and u not in w.names])
+                         for ds, us in order], sizes, pinned)
     for t, o_ in off.items():
         w.names.setdefault(t, f"(es_arena + {o_})")
     body = {0: [], 1: [], 2: []}
-    for k, (o, pt) in enumerate(ops):
-        body[pt].append((_emit_int if int8 else _emit_float)(w, o, k))
-
+    for g in groups:
+        pt = ops[g[0]][1]
+        if len(g) == 1:
+            body[pt].append((_emit_int if int8 else _emit_float)(w, ops[g[0]][0], g[0]))
+        else:
+            body[pt].append(_emit_fused(w, [(k, ops[k][0]) for k in g], internal))
     A = _ident_arg
     scale = (lambda t: f", {float(np.float32(P.scale[t]))!r}f") if int8 else (lambda t: "")  # noqa: E731
     inv = (lambda t: f", {float(np.float32(1 / P.scale[t]))!r}f") if int8 else (lambda t: "")  # noqa: E731
@@ -556,7 +647,8 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
     src.append(fn("es_part_out", ", ".join(["es_state_t *s", *args(outs, False)]),
                   ["(void)s;"] + body[2] + [conv_out(k, A(k), w.ref(k)) for k in outs]))
     src.append(fn("es_commit", "es_state_t *s", ["(void)s;"] + [
-        f"for (int c = 0; c < {w.n(k)}; ++c) s->{_ident(k)}[c] = {w.ref(k + '_out')}[c];" for k in P.states]))
+        f"for (int c = 0; c < {w.n(k)}; ++c) s->{_ident(k)}[c] = {w.ref(k + '_out')}[c];" for k in P.states
+        if w.ref(k + "_out") != f"s->{_ident(k)}"]))
     src.append("void es_init(es_state_t *s) {\n  (void)s;\n" + "".join(
         f"  for (int c = 0; c < {w.n(k)}; ++c) s->{_ident(k)}[c] = es_x0_{_ident(k)}[c];\n" for k in P.states) + "}\n")
     src.append(f"int es_step({step_sig}) {{\n  es_bad = 0;\n  es_part_held({held_call});\n"

@@ -50,15 +50,13 @@ LOG2_TABLE = np.round(np.log2(1 + np.arange((1 << LOG_BITS) + 1) / (1 << LOG_BIT
 def multiplier(r) -> tuple:
     """``(M, sh, xmax)`` with ``x * r ~= (x * M + 2**(sh-1)) >> sh`` for |x| <= xmax (beyond
     which the result saturates anyway and ``x * M`` would leave int64). Per-channel ratios share
-    one shift (the smallest channel's ``M`` in ``[2**14, 2**15)``): a constant shift, which a
-    32-bit core does inline where a per-channel 64-bit shift calls a library helper."""
+    one shift, the largest channel's ``M`` in ``[2**14, 2**15)``: a constant shift, which a
+    32-bit core does inline where a per-channel 64-bit shift calls a library helper; a channel
+    k times smaller keeps ``M / k`` (the rounding of a nearly dead class's weights is moot)."""
     r = np.minimum(np.asarray(r, np.float64), 2.0 ** 30)
-    pos = r[r > 0] if np.ndim(r) else (r[None] if r > 0 else r[None][:0])
-    e = np.floor(np.log2(pos.min())) if pos.size else 0.0
-    sh = int(np.clip(14 - e, 0, 62))
-    while sh > 0 and float(r.max(initial=0.0)) * 2.0 ** sh >= 2.0 ** 31:
-        sh -= 1
-    M = np.where(r > 0, np.maximum(np.round(r * 2.0 ** sh), 1), 0).astype(np.int64)
+    top = float(r.max(initial=0.0))
+    sh = int(np.clip(14 - np.floor(np.log2(top)), 0, 62)) if top > 0 else 62
+    M = np.where(r > 0, np.round(r * 2.0 ** sh), 0).astype(np.int64)
     xmax = (np.int64(1) << 62) // max(int(M.max(initial=1)), 1)
     return M, np.full(np.shape(r), sh, np.int64), np.full(np.shape(r), xmax, np.int64)
 
