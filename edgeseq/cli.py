@@ -435,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run a bundle live on a serial stream",
                         description="Read sensor frames (firmware_bridge/PROTOCOL.md) or plain text lines "
                                     "from a serial port, run the bundle's preprocessing and model on the "
-                                    "stream, print predictions; one JSON summary line on exit.")
+                                    "stream, print predictions; one JSON summary line on exit. A device that "
+                                    "classifies its own beats (PREDICTION frames) is compared with the host: "
+                                    "'agreement' in the summary, device_label per prediction in --out.")
     sv.add_argument("--port", required=True, metavar="PORT",
                     help="serial port (e.g. /dev/ttyACM0, or the --link of edgeseq emulate); a regular file "
                          "replays a raw stream recorded with --record")

@@ -3,6 +3,10 @@
     link (bytes, reconnects) -> decoder (frames) -> tracker (samples, losses) -> pipeline (model)
          -> predictions: stdout, JSON lines, and a PREDICTION frame back to the device
 
+A device that classifies its own beats (``ecg_ad8232`` in classify mode) sends PREDICTION frames
+too: they are matched with the host's predictions by sample index (``agreement``), never fed to
+the model.
+
 Ends after ``duration_s``, at the end of a replayed recording, when the port has been gone for
 ``give_up_s``, on Ctrl-C, SIGTERM or SIGHUP; then prints one JSON summary line. Nothing is lost on the
 way out: the pipeline is flushed, the JSON lines and the raw recording are flushed and closed.
@@ -19,6 +23,7 @@ import numpy as np
 from ..errors import EdgeseqError, StreamFailed
 from ..outputs import Appender
 from . import protocol as P
+from .agreement import Agreement
 from .decoder import FrameDecoder, TextLineDecoder
 from .link import open_link
 from .pipelines import open_pipeline
@@ -61,6 +66,8 @@ class _Out:
             what = rec["label"] if rec.get("label") is not None else f"{rec['score']:.4g}"
             t = rec.get("device_time_s")
             p = f"  p={rec['score']:.2f}" if rec.get("label") is not None else ""
+            if rec.get("device_label") is not None:
+                p += f"  device={rec['device_label']}"
             print(f"sample {rec['sample']:>9}  t={t:10.3f}s  {what:>6}{p}" if t is not None
                   else f"sample {rec['sample']:>9}  {what}{p}", file=self.stream, flush=True)
 
@@ -134,6 +141,7 @@ class Bridge:
         self._latency = LatencyHistogram()
         self._info_checked = None  # the INFO the pipeline was last checked against
         self._bad_at_index = 0  # decoder's bad frames when the device last told us an index
+        self._agreement = Agreement()  # device PREDICTION frames against the host's labels
         self.link = open_link(port, baudrate=baudrate, on_connect=self._on_connect, record=record,
                               give_up_s=give_up_s)
         self.ended: str | None = None
@@ -238,6 +246,8 @@ class Bridge:
         frames = self.decoder.feed(data)
         for frame, bad_before in zip(frames, self.decoder.bad_before):
             blocks = self.tracker.on_frame(frame, arrival)
+            for d in self.tracker.take_predictions():
+                self._agreement.add_device(d.sample, d.label, d.score)
             if frame.type in (P.SAMPLES, P.HEARTBEAT):
                 # Damaged frames before this one are covered by its index (or the held frame's, at
                 # the end); only damage after the last such frame can hide samples for good.
@@ -294,6 +304,10 @@ class Bridge:
                    "latency_ms": None if lat is None else round(lat, 3)}
             if p.scores is not None and p.label is not None:
                 rec["probabilities"] = dict(zip(self.pipeline.labels, p.scores))
+            if not self.text:
+                dev = self._agreement.add_host(int(p.sample), p.label, float(p.score))
+                if dev is not None:  # the device's own label for this beat came first (the usual order)
+                    rec["device_label"], rec["device_score"] = dev[0], round(dev[1], 6)
             self.out.write(rec)
             if self.send_predictions:
                 lab = P.NO_LABEL if p.label_index is None else p.label_index
@@ -306,7 +320,10 @@ class Bridge:
         ``lost_before_first`` were numbered before the first index seen (all of the device's past,
         for a host that joined a running stream).
         ``lost_unknown_frames`` are damaged frames after the last index the device announced:
-        samples they carried (if any) cannot be counted, so the count is not claimed exact."""
+        samples they carried (if any) cannot be counted, so the count is not claimed exact.
+        ``device_predictions`` counts the device's own PREDICTION frames; ``agreement`` compares
+        their labels with the host's for the same sample index (:class:`~.agreement.Agreement`), or
+        is None when the device sent no label (binary streams only)."""
         d, t, ps = self.decoder, self.tracker.summary(), self.pipeline.summary()
         over = int(ps.get("overflow_samples", 0))
         s = {"frames": getattr(d, "frames", getattr(d, "lines", 0)), "crc_errors": getattr(d, "crc_errors", 0),
@@ -320,7 +337,8 @@ class Bridge:
                      device_errors=t["device_errors"], payload_errors=t["payload_errors"], restarts=t["restarts"],
                      lost_before_first=t["lost_before_first"], lost_unknown_frames=max(0, unknown),
                      info_changes=t["info_changes"], unreadable_frames=t["unreadable_frames"],
-                     unknown_frames=t["unknown_frames"], device_error_messages=t["device_error_messages"])
+                     unknown_frames=t["unknown_frames"], device_error_messages=t["device_error_messages"],
+                     device_predictions=t["device_predictions"], agreement=self._agreement.summary())
         lat = self._latency
         p50, p99 = lat.quantile(0.5), lat.quantile(0.99)
         s.update(samples=t["samples"] - over, bytes=d.bytes, connects=self.link.connects,

@@ -20,6 +20,16 @@ _U32 = 1 << 32
 
 
 @dataclass
+class DevicePrediction:
+    """A PREDICTION frame from the device (a sketch that classifies its own beats)."""
+
+    sample: int  # unwrapped absolute sample index, as Block.first_index
+    label: str | None  # None when label_index is 255 (a score only)
+    label_index: int | None
+    score: float
+
+
+@dataclass
 class Block:
     first_index: int  # absolute sample index (unwrapped) of samples[0]
     samples: np.ndarray  # (n, channels) float64 physical units
@@ -91,6 +101,9 @@ class StreamTracker:
         self.unknown_frames: dict[str, int] = {}
         self.payload_errors = self.restarts = self.info_changes = 0
         self.heartbeats = 0
+        self.device_predictions = 0
+        # Device PREDICTION frames since the caller last took them (:meth:`take_predictions`).
+        self._predictions: list[DevicePrediction] = []
         self.last_error: str | None = None
         self.finished = False
 
@@ -115,6 +128,15 @@ class StreamTracker:
             if frame.type == P.HEARTBEAT:
                 self.heartbeats += 1
                 return self._heartbeat(P.parse_heartbeat(frame), frame.timestamp_us, arrival)
+            if frame.type == P.PREDICTION:
+                # A device that classifies its own beats (PROTOCOL.md 3): no samples in it, the
+                # caller compares it with its own prediction for the same index.
+                idx, lab, score, label = P.parse_prediction(frame)
+                self.device_predictions += 1
+                self._predictions.append(DevicePrediction(
+                    self._unwrap_index(idx), None if lab == P.NO_LABEL else label,
+                    None if lab == P.NO_LABEL else lab, score))
+                return []
             if frame.type == P.ERROR:
                 code, msg = P.parse_error(frame)
                 self.device_errors += 1
@@ -132,6 +154,11 @@ class StreamTracker:
         name = frame.type_name
         self.unknown_frames[name] = self.unknown_frames.get(name, 0) + 1
         return []
+
+    def take_predictions(self) -> list[DevicePrediction]:
+        """The device's PREDICTION frames decoded since the last call, in arrival order."""
+        out, self._predictions = self._predictions, []
+        return out
 
     def _sequence(self, frame: P.Frame) -> bool:
         last, self._last_seq = self._last_seq, frame.seq
@@ -296,7 +323,7 @@ class StreamTracker:
                 "device_errors": self.device_errors, "payload_errors": self.payload_errors,
                 "restarts": self.restarts, "lost_before_first": self.lost_before_first,
                 "nonfinite_samples": self.nonfinite_samples, "unreadable_frames": self.unreadable_frames,
-                "info_changes": self.info_changes,
+                "info_changes": self.info_changes, "device_predictions": self.device_predictions,
                 "unknown_frames": dict(self.unknown_frames),
                 "device_error_messages": [f"{P.ERROR_CODES.get(c, c)}: {m}" for c, m in self.device_error_messages]}
 

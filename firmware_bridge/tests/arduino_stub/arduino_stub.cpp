@@ -5,7 +5,16 @@
  * Simulated hardware: analogRead returns a slow sawtooth; with -DSTUB_HX711 every INPUT pin is an
  * HX711 DOUT (a conversion every 12.5 ms, 24 bits shifted out on the rising edges of any OUTPUT
  * pin other than LED_BUILTIN, which is the shared SCK); otherwise INPUT pins are AD8232 leads-off
- * outputs, HIGH (leads off) from 1.5 s to 1.7 s. */
+ * outputs, HIGH (leads off) from 1.5 s to 1.7 s.
+ *
+ * A recorded stream instead (the ECG sketch; tests/test_firmware_classify.py): with the
+ * environment variable STUB_ECG_MV naming a file of little-endian float32 samples in mV, each
+ * analogRead after the sketch's INFO returns the next one as ADC counts, converted back with the
+ * scale and offset that INFO announced (the stub decodes what the sketch sends), so the sketch's
+ * own gain constants are the only ones; counts are rounded and clipped to the 10-bit range (the
+ * clipped ones are reported). Leads stay on, and STOP is sent once the file is exhausted; the run
+ * ends half a simulated second later. Before INFO, analogRead returns 512 (nothing is streamed). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -21,6 +30,14 @@ static size_t rx_len, rx_pos;
 static FILE *tx;
 static unsigned long tx_bytes;
 
+/* STUB_ECG_MV: the recorded stream and what the sketch's INFO says about its counts. */
+static float *ecg_mv;
+static size_t ecg_n, ecg_pos;
+static unsigned long ecg_clipped;
+static int have_info;
+static float info_scale, info_offset;
+static edgeseq_decoder_t tx_dec; /* the sketch's own frames, read back for its INFO */
+
 /* Every core call costs a little simulated time, so busy loops end. */
 static void tick(unsigned us) { now_us += us; }
 
@@ -32,11 +49,67 @@ void noInterrupts(void) {}
 void interrupts(void) {}
 void pinMode(uint8_t pin, uint8_t mode) { pin_mode[pin & 63] = mode; }
 
+static float le_f32(const uint8_t *p)
+{
+    uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* INFO of one channel: f32 rate, f32 scale, f32 offset, then the strings (PROTOCOL.md 3). */
+static void watch_tx(const uint8_t *buf, size_t n)
+{
+    edgeseq_frame_t f;
+    for (size_t i = 0; i < n; i++)
+        if (edgeseq_decoder_put(&tx_dec, buf[i], &f) && f.type == EDGESEQ_INFO && f.channels == 1 &&
+            f.payload_len >= 12) {
+            info_scale = le_f32(f.payload + 4);
+            info_offset = le_f32(f.payload + 8);
+            have_info = info_scale != 0.0f;
+        }
+}
+
 int analogRead(uint8_t pin)
 {
     (void)pin;
     tick(100); /* an AVR conversion takes about 100 us */
-    return (int)((now_us / 2000u) % 1024u);
+    if (ecg_mv == NULL)
+        return (int)((now_us / 2000u) % 1024u);
+    if (!have_info || ecg_pos >= ecg_n)
+        return 512;
+    /* the inverse of the host's mV = count * scale + offset */
+    double c = floor(((double)ecg_mv[ecg_pos++] - (double)info_offset) / (double)info_scale + 0.5);
+    if (c < 0.0 || c > 1023.0) {
+        ecg_clipped++;
+        c = c < 0.0 ? 0.0 : 1023.0;
+    }
+    return (int)c;
+}
+
+static void load_ecg(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    long size;
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        perror(path);
+        exit(1);
+    }
+    ecg_n = (size_t)size / 4;
+    ecg_mv = (float *)malloc(ecg_n ? ecg_n * sizeof(float) : 1);
+    uint8_t b[4];
+    for (size_t i = 0; ecg_mv != NULL && i < ecg_n; i++) {
+        if (fread(b, 1, 4, f) != 4) {
+            perror(path);
+            exit(1);
+        }
+        ecg_mv[i] = le_f32(b);
+    }
+    fclose(f);
+    if (ecg_mv == NULL || ecg_n == 0) {
+        fprintf(stderr, "stub: %s holds no float32 samples\n", path);
+        exit(1);
+    }
 }
 
 #ifdef STUB_HX711
@@ -79,6 +152,8 @@ int digitalRead(uint8_t pin)
     tick(1);
     if (pin_mode[pin & 63] == OUTPUT)
         return pin_level[pin & 63];
+    if (ecg_mv != NULL)
+        return LOW; /* a recording's leads are on */
     return (now_us >= 1500000u && now_us < 1700000u) ? HIGH : LOW;
 }
 #endif
@@ -101,6 +176,8 @@ size_t StubSerial::write(const uint8_t *buf, size_t n)
 {
     tick((unsigned)(n * 87u)); /* 115200 baud, 10 bits a byte */
     tx_bytes += (unsigned long)n;
+    if (ecg_mv != NULL)
+        watch_tx(buf, n);
     return fwrite(buf, 1, n, tx);
 }
 
@@ -120,6 +197,8 @@ int main(int argc, char **argv)
 {
     uint8_t p[64];
     int stage = 0;
+    unsigned long long end_us = 3000000u;
+    const char *ecg_path = getenv("STUB_ECG_MV");
     if (argc < 2) {
         fprintf(stderr, "usage: %s TX_FILE\n", argv[0]);
         return 2;
@@ -129,8 +208,13 @@ int main(int argc, char **argv)
         perror(argv[1]);
         return 1;
     }
+    if (ecg_path != NULL && *ecg_path) {
+        load_ecg(ecg_path);
+        edgeseq_decoder_init(&tx_dec);
+        end_us = ~0ull; /* until STOP, below */
+    }
     setup();
-    while (now_us < 3000000u) {
+    while (now_us < end_us) {
         if (stage == 0 && now_us >= 100000u) {
             host_send(EDGESEQ_START, 0, NULL, 0);
             stage++;
@@ -139,14 +223,26 @@ int main(int argc, char **argv)
             host_send(EDGESEQ_PREDICTION, 1, p, (size_t)n);
             host_send(0x7F, 2, NULL, 0); /* a type from a later version: ignored */
             stage++;
-        } else if (stage == 2 && now_us >= 2500000u) {
+        } else if (stage == 2 && (ecg_mv != NULL ? ecg_pos >= ecg_n : now_us >= 2500000u)) {
             host_send(EDGESEQ_STOP, 3, NULL, 0);
             stage++;
+            if (ecg_mv != NULL)
+                end_us = now_us + 500000u;
+        }
+        if (ecg_mv != NULL && !have_info && now_us > 10000000u) {
+            fprintf(stderr, "stub: no INFO from the sketch in 10 simulated seconds\n");
+            return 1;
         }
         loop();
         tick(5);
     }
     fclose(tx);
+    if (ecg_mv != NULL) {
+        printf("%s: %zu samples of %s read, %lu clipped; %lu bytes sent in %.1f simulated seconds\n", argv[0],
+               ecg_pos, ecg_path, ecg_clipped, tx_bytes, (double)now_us / 1e6);
+        free(ecg_mv);
+        return tx_bytes > 0 && ecg_pos == ecg_n ? 0 : 1;
+    }
     printf("%s: %lu bytes sent in 3 simulated seconds\n", argv[0], tx_bytes);
     return tx_bytes > 0 ? 0 : 1;
 }
