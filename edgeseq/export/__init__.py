@@ -54,12 +54,15 @@ def _c(graphs, int8: bool, ctx):
     from .c import float_program, to_c
 
     step, window = graphs["step"], graphs["window"]
-    if int8:  # as fixed_program
-        prog = fixed.lower(step, step_ranges(step, ctx["feeds"](), ctx["initial"]), ctx["initial"])
-    else:
-        prog = float_program(step, ctx["initial"])
-    T = ctx["window_length"]
-    lib = to_c(prog, int8=int8, window_length=T, graph=step, inputs=list(window.inputs), outputs=list(window.outputs))
+    try:
+        if int8:  # as fixed_program
+            prog = fixed.lower(step, step_ranges(step, ctx["feeds"](), ctx["initial"]), ctx["initial"])
+        else:
+            prog = float_program(step, ctx["initial"])
+        lib = to_c(prog, int8=int8, window_length=ctx["window_length"], graph=step, inputs=list(window.inputs),
+                   outputs=list(window.outputs))
+    except fixed.Unsupported as exc:
+        raise EdgeseqError(f"the C lowering does not support this model: {exc}") from None
     ctx["c"] = {"header": "model.h", "arena_bytes": lib["arena_bytes"]}
     src = lib["model.c"].encode()
     return {"model": ("model.c", src), "step": ("model.c", src), "header": ("model.h", lib["model.h"].encode())}, "step"

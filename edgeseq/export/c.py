@@ -454,7 +454,7 @@ def _copy(w: _Writer, o) -> str:
         rows = n // width
         return (f"for (int r = 0; r < {rows}; ++r) for (int c = 0; c < {width}; ++c) "
                 f"{Y}[r * {width} + c] = {X}[r * {total} + {start} + c];")
-    raise ValueError(f"the C lowering has no kernel for {op!r}")
+    raise fx.Unsupported(f"op {op!r} (node {o.outputs[0]}) has no C kernel")
 
 
 def _concat(w: _Writer, o, conv) -> str:
@@ -526,7 +526,7 @@ def _float_ops(g: Graph) -> list:
     ops = []
     for nd in g.nodes:
         if nd.op == "loop":
-            raise ValueError("the C lowering takes step graphs only")
+            raise fx.Unsupported(f"its step graph holds a loop (node {nd.outputs[0]}); the C form runs one step at a time")
         if nd.op == "split":
             for j, o in enumerate(nd.outputs):
                 ops.append(fx.Op("copy_split", nd.inputs[:1], [o], {"sizes": nd.attrs["sizes"], "which": j}))

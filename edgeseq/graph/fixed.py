@@ -98,6 +98,10 @@ class Program:
     initial: dict  # state -> int32 vector at its scale
 
 
+class Unsupported(ValueError):
+    """A description the fixed-point form (and so the C lowering) has no kernel for."""
+
+
 def _pow2(top: float) -> float:
     """The power-of-two scale that puts ``top`` at or just under ``NOMINAL``."""
     return float(2.0 ** np.ceil(np.log2(max(top, 1e-30) / NOMINAL)))
@@ -188,7 +192,7 @@ def lower(g: Graph, top: dict, initial: dict | None = None) -> Program:
             if i in g.consts and not (op == "fc" and i != ins[0]) and op != "gather":
                 const_tensor(i)
         if op == "loop":
-            raise ValueError(f"the fixed-point form runs step graphs only (node {out[0]} is a loop)")
+            raise Unsupported(f"its step graph holds a loop (node {out[0]}); the C form runs one step at a time")
         y = out[0]
         if op == "split":  # passthrough pieces; a forced piece gets its rescale
             for o in out:
@@ -239,7 +243,7 @@ def lower(g: Graph, top: dict, initial: dict | None = None) -> Program:
             emit("fc", [ins[0], wname], y, s, r=multiplier(scale[ins[0]] * ws / s), bias=bias,
                  bits=8 if isinstance(w, Weight) else 16)
         else:
-            raise ValueError(f"op {op!r} (node {y}) has no fixed-point kernel")
+            raise Unsupported(f"op {op!r} (node {y}) has no fixed-point kernel")
     init = {}
     for k in states:
         v = np.broadcast_to(np.asarray((initial or {}).get(k, 0.0), np.float64), shape[k])
