@@ -176,61 +176,37 @@ static void sort_d(double *v, int32_t n) {
     }
 }
 
-/* k-th smallest of v[0..n) (reordered; afterwards v[0..k) holds the k smaller ones). */
-static float select_f(float *v, int32_t n, int32_t k) {
-    int32_t lo = 0, hi = n - 1;
-    while (hi > lo) {
-        float piv = v[lo + (hi - lo) / 2], t;
-        int32_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < piv) i++;
-            while (v[j] > piv) j--;
-            if (i <= j) {
-                t = v[i];
-                v[i] = v[j];
-                v[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k <= j) {
-            hi = j;
-        } else if (k >= i) {
-            lo = i;
-        } else {
-            break;
-        }
+/* k-th smallest of v[0..n) (reordered; afterwards v[0..k) holds the k smaller ones): Hoare's
+ * selection, for the float template columns and the double seed values alike. */
+#define ES_SELECT(name, T)                                                                          \
+    static T name(T *v, int32_t n, int32_t k) {                                                     \
+        int32_t lo = 0, hi = n - 1;                                                                 \
+        while (hi > lo) {                                                                           \
+            T piv = v[lo + (hi - lo) / 2], t;                                                       \
+            int32_t i = lo, j = hi;                                                                 \
+            while (i <= j) {                                                                        \
+                while (v[i] < piv) i++;                                                             \
+                while (v[j] > piv) j--;                                                             \
+                if (i <= j) {                                                                       \
+                    t = v[i];                                                                       \
+                    v[i] = v[j];                                                                    \
+                    v[j] = t;                                                                       \
+                    i++;                                                                            \
+                    j--;                                                                            \
+                }                                                                                   \
+            }                                                                                       \
+            if (k <= j) {                                                                           \
+                hi = j;                                                                             \
+            } else if (k >= i) {                                                                    \
+                lo = i;                                                                             \
+            } else {                                                                                \
+                break;                                                                              \
+            }                                                                                       \
+        }                                                                                           \
+        return v[k];                                                                                \
     }
-    return v[k];
-}
-
-/* k-th smallest of v[0..n) (reordered): the seed's median over up to refine + lookahead values. */
-static double select_d(double *v, int32_t n, int32_t k) {
-    int32_t lo = 0, hi = n - 1;
-    while (hi > lo) {
-        double piv = v[lo + (hi - lo) / 2], t;
-        int32_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < piv) i++;
-            while (v[j] > piv) j--;
-            if (i <= j) {
-                t = v[i];
-                v[i] = v[j];
-                v[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k <= j) {
-            hi = j;
-        } else if (k >= i) {
-            lo = i;
-        } else {
-            break;
-        }
-    }
-    return v[k];
-}
+ES_SELECT(select_f, float)
+ES_SELECT(select_d, double)
 
 /* np.median of n doubles (destroys v). */
 static double median_np(double *v, int32_t n) {

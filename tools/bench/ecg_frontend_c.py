@@ -26,6 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgeseq.export.c_frontend import frontend_config, frontend_config_header  # noqa: E402
 from edgeseq.preprocess.ecg import EcgPreprocessing  # noqa: E402
@@ -37,6 +38,9 @@ FW = ROOT / "firmware_bridge"
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
 INTERVAL = slice(0, 7)  # the RR columns: functions of the R-peak positions alone
 TEMPLATE = slice(7, 9)  # template_corr, template_log_gain: of the windows
+
+
+from qrs_ds1 import cpu_model  # noqa: E402 (one description of the machine for the bench tools)
 
 
 def default_manifest(fs: float = 360.0) -> dict:
@@ -104,16 +108,6 @@ def compare(py_beats: list, c_beats: np.ndarray) -> dict:
         sp, sc = set(r_py.tolist()), set(r_c.tolist())
         out.update(only_python=sorted(sp - sc)[:20], only_c=sorted(sc - sp)[:20])
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def cc_version(cc: str) -> str:
