@@ -191,9 +191,9 @@ def runtime_section(root: Path, manifest: dict) -> dict:
         raise EdgeseqError(f"bundle {root}: runtime format {fmt!r} is not supported (known: {', '.join(FORMATS)})")
     if "interface" not in rt:
         raise EdgeseqError(f"bundle {root} was exported by an older edgeseq: export its training bundle again")
-    for key in ("model", "step"):
-        if rt.get(key) and rt[key] not in manifest["files"]:
-            raise EdgeseqError(f"bundle {root}: {rt[key]} is not listed with a hash in the manifest")
+    for name in (rt.get("model"), rt.get("step"), (rt.get("c") or {}).get("header")):  # what a backend opens
+        if name and name not in manifest["files"]:
+            raise EdgeseqError(f"bundle {root}: {name} is not listed with a hash in the manifest")
     for key in ("inputs", "outputs") if rt.get("model") else ():  # what the window file is checked against
         if key not in rt:
             raise EdgeseqError(f"bundle {root}: manifest.json: runtime: {key!r} is a required property "

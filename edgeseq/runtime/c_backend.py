@@ -95,7 +95,7 @@ class CBackend:
         from ..bundle import read_verified
 
         self._rt = rt = runtime
-        header = rt.get("c", {}).get("header", "model.h")
+        header = rt["c"]["header"]
         sources = {"model.c": read_verified(root / rt["step"]), "model.h": read_verified(root / header)}
         path = build(sources, libm=rt.get("precision") != "int8")
         self._lib = ctypes.CDLL(str(path))
