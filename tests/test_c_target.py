@@ -118,3 +118,16 @@ def test_profile_target_refuses_in_one_line(c_bundles, bundle, args, says):
     rc, _, stderr = _cli("profile", c_bundles[bundle], *target, *args, "--seconds", "5")
     assert rc == 2 and says in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
+
+
+def test_the_function_tables_stay_within_their_measured_error():
+    """The int8 C form has no libm: tanh and sigmoid from one Q15 table, log from a log2 table.
+    Their error (tools/bench/fixed_tables.py) is under one step of the int16 state grid."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("fixed_tables", Path(__file__).parents[1] / "tools/bench/fixed_tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.measure()
+    assert r["tanh_max_abs_error"] < 4e-5 and r["sigmoid_max_abs_error"] < 2.5e-5 and r["ln_max_abs_error"] < 3e-6
