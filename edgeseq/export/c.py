@@ -148,6 +148,11 @@ def _rq(x: str, m: str, sh: str, xmax: str | None) -> str:
 
 _PRELUDE_INT = r"""
 #define ES_LIMIT 8388607
+/* a host build asks for dense twins of sparse products (ES_DENSE); they pay only with 16-bit
+   multiply-add vectors (AVX2, NEON), without which the sparse loop is faster */
+#if defined(ES_DENSE) && (defined(__AVX2__) || defined(__ARM_NEON))
+#define ES_USE_DENSE 1
+#endif
 static const union { uint32_t u; float f; } es_nan = {0x7fc00000u};
 static int es_bad;  /* a non-finite input reached the current step: its outputs are NaN */
 
@@ -352,13 +357,17 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
             if bnd(x) <= 32768 and acc_t == "int32_t" and w.dense_host:
                 # a host with a vector unit: the dense int16 product runs 16-32 multiply-adds an
                 # instruction, faster than the sparse gather; the same integers, so the same sums
-                w.decl.append("#ifdef ES_DENSE\n" + _c_array("int16_t", base + "_d", wq.T) + "#endif\n")
+                # rows padded to 64 with zeros: whole vectors, no remainder loop
+                Kp = -(-K // 64) * 64
+                dense = np.zeros((C, Kp), np.int64)
+                dense[:, :K] = wq.T
+                w.decl.append("#ifdef ES_USE_DENSE\n" + _c_array("int16_t", base + "_d", dense) + "#endif\n")
                 rows = int(np.prod(sh[y][:-1], dtype=np.int64))
                 store = _fc_store(w, key, p, acc_bound)
                 return (f"for (int r = 0; r < {rows}; ++r) {{ const int32_t *xr = {X} + r * {K}; int32_t *yr = {Y} + r * {C};\n"
-                        f"#ifdef ES_DENSE\n  int16_t xs[{K}]; for (int i = 0; i < {K}; ++i) xs[i] = (int16_t)xr[i];\n"
-                        f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; const int16_t *wc = {base}_d + c * {K}; "
-                        f"for (int i = 0; i < {K}; ++i) acc += xs[i] * wc[i]; {store} }}\n#else\n"
+                        f"#ifdef ES_USE_DENSE\n  int16_t xs[{Kp}] = {{0}}; for (int i = 0; i < {K}; ++i) xs[i] = (int16_t)xr[i];\n"
+                        f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; const int16_t *wc = {base}_d + c * {Kp}; "
+                        f"for (int i = 0; i < {Kp}; ++i) acc += xs[i] * wc[i]; {store} }}\n#else\n"
                         f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; {dot} {store} }}\n#endif\n  }}")
         else:
             w.decl.append(_c_array(wt, base + "_w", wq.T))
