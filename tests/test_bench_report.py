@@ -108,3 +108,57 @@ def test_designs_and_heldout_int8_sections(tmp_path):
     assert "| ESN | 22 | 50,977 | onnx | 99.91 | 0.42 | met |" in text
     assert "| ESN | 22 | 50,977 | tflite | 99.50 | 1.50 | not met |" in text
     assert "## Other result files" not in text
+
+
+def test_c_runtime_rows_and_c_targets_section(tmp_path):
+    """The C runtime's per-beat row and targets, and c_targets.json as its own per-family table."""
+    rep = _report()
+    d = _synthetic(tmp_path)
+    beat = json.loads((d / "beat_inference.json").read_text())
+    beat["per_beat"]["edgeseq_c_int8"] = _stats(50.0, 400.0)
+    beat["ratios"].update({"reservoirpy_step_loop_vs_c_int8_p50": 50.0, "reservoirpy_step_loop_vs_c_int8_p99": 7.5,
+                           "onnx_int8_vs_c_int8_p50": 2.0, "onnx_int8_vs_c_int8_p99": 2.0})
+    beat["targets"].update({
+        "c_p99_under_1ms": {"target_us": 1000.0, "p99_us": 400.0, "met": True},
+        "c_speedup_vs_reservoirpy_step_loop": {"target": 10.0, "basis": "p50", "ratio": 50.0, "ratio_p99": 7.5,
+                                               "met": True},
+        "c_faster_than_onnx_int8": {"basis": "p50", "ratio": 2.0, "ratio_p99": 2.0, "met": True}})
+    beat["load_average_at_start"] = [1.5, 1.2, 1.1]
+    beat["other_processes_active"] = True
+    (d / "beat_inference.json").write_text(json.dumps(beat))
+    sizes = {"text": 35654, "rodata": 52448, "data": 0, "bss": 46680, "flash_bytes": 88102, "ram_static": 46680,
+             "stack_high_water": 2532}
+    prof = {"record": "208", "seconds": 300.0, "flash_bytes": 88102, "ram_bytes": 49212, "sizes": sizes,
+            "beats": 516, "instructions_per_second": 19.08e6, "frontend_instructions_per_second": 3.25e6,
+            "instructions_per_beat": 9202536.0, "instructions_per_beat_max": 9204142, "matches_host": True}
+    fam = {"n_beats": 50977, "profile": prof,
+           "c_vs_onnx_int8": {"same_label": 0.99998, "beats_differing": 1, "max_abs_logit_diff": 1.4},
+           "c_vs_float": {"same_label": 0.9986, "beats_differing": 70, "max_abs_logit_diff": 2.0},
+           "model_c_sizes": {"text": 4658, "rodata": 52068, "data": 0, "bss": 6112, "model_c_source_bytes": 437046},
+           "targets": {"agreement_vs_onnx_int8": {"target": 0.999, "value": 0.99998, "met": True},
+                       "flash": {"target_bytes": 262144, "value": 88102, "met": True},
+                       "ram": {"target_bytes": 65536, "value": 49212, "met": True},
+                       "instructions_per_second": {"target": 20e6, "value": 19.08e6, "met": True},
+                       "matches_host": {"value": True, "met": True}},
+           "all_met": True}
+    big = {**fam, "profile": {**prof, "instructions_per_second": 31e6},
+           "targets": {**fam["targets"], "instructions_per_second": {"target": 20e6, "value": 31e6, "met": False}},
+           "all_met": False}
+    ct = {"command": "python tools/bench/c_targets.py --bundles B", "target": "cortex-m4", "record": "208",
+          "seconds": 300.0, "toolchain": "ziglang cc", "calibration_records": ["101"], "targets": {"flash": "<= 256 KiB"},
+          "models": {"esn": fam, "lstm": big}, "load_average_at_start": [0.5, 0.5, 0.5]}
+    (d / "c_targets.json").write_text(json.dumps(ct))
+    text = rep.render(rep.load_results(d))
+    assert "| edgeseq int8 C runtime (`model.c` via ctypes) | 50 | 50 | 400 | 400 |" in text
+    assert "C p99 **400 us** (p50 50 us): **met**" in text
+    assert "**50.0x** (p50; p99 7.5x): **met**" in text
+    assert "ONNX int8 / C **2.00x** (p50; p99 2.00x): **met**" in text
+    assert "another process was active" in text
+    assert "## C export: Cortex-M4 budget and agreement with int8 ONNX" in text
+    assert "`python tools/bench/c_targets.py --bundles B`" in text
+    assert "| flash (text + rodata + data) | 86.0 KiB (88,102 B) | <= 256.0 KiB: **met** |" in text
+    assert "| instructions per second of ECG (front end) | 31.00 M (3.25 M) | <= 20 M: **not met** |" in text
+    assert "| C label = int8 ONNX label, 50,977 DS1 beats | 99.998% (1 differ;" in text
+    assert "| ESN | 35,654 | 52,448 | 0 | 46,680 | 2,532 | 4,658 | 52,068 | 0 | 6,112 | 437,046 |" in text
+    assert "ESN **yes**, LSTM **no**" in text
+    assert "## Other result files" not in text

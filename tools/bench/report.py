@@ -25,12 +25,14 @@ KNOWN_COMMANDS = {
     "models_ds1": "python tools/bench/compare_models.py build",
     "bridge": "python tools/bench/bridge.py --ecg-bundle BUNDLE",
     "qrs_ds1": "python tools/bench/qrs_ds1.py --data ../shared/data/mitdb --json tools/bench/results/qrs_ds1.json",
+    "c_targets": "python tools/bench/c_targets.py --bundles DIR",
 }
 MODELS = ("esn", "lstm", "tcn")
 SECTION_FILES = {"esn_speed", "beat_inference", "bridge", "qrs_ds1", "profile_ecg", "models_ds1",
-                 "ecg_designs", "export_forms"}  # cv_ds1_* and int8_heldout_* too
+                 "ecg_designs", "export_forms", "c_targets"}  # cv_ds1_* and int8_heldout_* too
 PREFIXED = ("cv_ds1_", "int8_heldout_")
 PER_BEAT_ROWS = (
+    ("edgeseq_c_int8", "edgeseq int8 C runtime (`model.c` via ctypes)"),
     ("edgeseq_onnx_int8", "edgeseq int8 ONNX runtime"),
     ("edgeseq_onnx_float", "edgeseq float ONNX runtime"),
     ("edgeseq_numpy", "edgeseq numpy reference (`decision_function`)"),
@@ -69,6 +71,14 @@ def us(x) -> str:
 
 def kb(n) -> str:
     return f"{n / 1000:.0f} kB"
+
+
+def kib(n) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def met(x) -> str:
+    return "met" if x else "not met"
 
 
 def machine_of(data: dict) -> dict:
@@ -157,11 +167,24 @@ def section_per_beat(results: dict) -> list[str]:
                      f"{ratio(rt[f'reservoirpy_{how}_vs_int8_p99'])} | {ratio(rt[f'reservoirpy_{how}_vs_int8_mean'])} |")
     tg = d["targets"]
     sp, p99 = tg["speedup_vs_reservoirpy"], tg["p99_under_1ms"]
-    lines += ["", "Targets:", "",
+    lines += ["", "Targets for the int8 ONNX runtime:", "",
               f"- per-beat ESN inference at least {sp['target']:g}x faster than reservoirpy on the same reservoir: "
               f"**{ratio(sp['ratio'])}** ({sp['basis']}): **{'met' if sp['met'] else 'not met'}**;",
               f"- p99 under {p99['target_us'] / 1000:g} ms on one core: int8 p99 **{us(p99['p99_us'])} us**: "
               f"**{'met' if p99['met'] else 'not met'}**."]
+    if "edgeseq_c_int8" in pb and "c_p99_under_1ms" in tg:
+        c8, cp, cs, cf = pb["edgeseq_c_int8"], tg["c_p99_under_1ms"], tg["c_speedup_vs_reservoirpy_step_loop"], \
+            tg["c_faster_than_onnx_int8"]
+        sl = pb.get("reservoirpy_step_loop", {})
+        lines += ["", "Targets for the default ECG model through the host C runtime (int8 `model.c`, one core, one "
+                      "beat per call), measured in the same run:", "",
+                  f"- p99 under {cp['target_us'] / 1000:g} ms: C p99 **{us(cp['p99_us'])} us** (p50 "
+                  f"{us(c8['p50_us'])} us): **{met(cp['met'])}**;",
+                  f"- at least {cs['target']:g}x faster than reservoirpy's `step` loop on the same reservoir "
+                  f"({'CSR' if sl.get('W') == 'sparse' else sl.get('W', '')} W, p50 {us(sl.get('p50_us', 0))} us): "
+                  f"**{ratio(cs['ratio'])}** ({cs['basis']}; p99 {ratio(cs['ratio_p99'])}): **{met(cs['met'])}**;",
+                  f"- faster than its own int8 ONNX export (p50 {us(e8['p50_us'])} us, p99 {us(e8['p99_us'])} us): "
+                  f"ONNX int8 / C **{cf['ratio']:.2f}x** (p50; p99 {cf['ratio_p99']:.2f}x): **{met(cf['met'])}**."]
     if bt:
         lines += ["", f"Batched throughput, {next(iter(bt.values()))['batch']} beats per call (best of "
                       f"{next(iter(bt.values()))['passes']} passes):", "",
@@ -184,9 +207,73 @@ def section_per_beat(results: dict) -> list[str]:
         rp_diff = max(v for k, v in ag["max_abs_logit_diff_vs_numpy"].items() if k.startswith("reservoirpy"))
         lines += [f"- Same label as the numpy reference: int8 {pct(same['edgeseq_onnx_int8'])}%, float ONNX "
                   f"{pct(same['edgeseq_onnx_float'])}%, reservoirpy {pct(rp_same)}% (max |logit diff| {rp_diff:.1e})."]
+        if "c_int8_vs_onnx_int8" in ag:
+            cv = ag["c_int8_vs_onnx_int8"]
+            lines += [f"- int8 C: same label as the numpy reference {pct(same['edgeseq_c_int8'])}%, as int8 ONNX "
+                      f"{pct(cv['same_label'])}% (max |logit diff| {cv['max_abs_logit_diff']:.1e})."]
     tm = d.get("timing", {})
     if "cpu_steal_share" in tm:
         lines += [f"- CPU time stolen by the hypervisor while timing: {100 * tm['cpu_steal_share']:.1f}%."]
+    if "load_average_at_start" in d:
+        la = d["load_average_at_start"]
+        lines += [f"- Load average at start {la[0]:.2f}" + (": another process was active during the run (it slows "
+                  "every way alike; the ratios are within this run)." if d.get("other_processes_active") else ".")]
+    return lines + [""]
+
+
+def section_c_targets(results: dict) -> list[str]:
+    d = results.get("c_targets")
+    if not d:
+        return []
+    tg = d["targets"]
+    lines = ["## C export: Cortex-M4 budget and agreement with int8 ONNX", "",
+             f"Command: {command('c_targets', d)}", "",
+             f"Each family's trained DS1 bundle exported to int8 C and int8 ONNX (calibration on the "
+             f"{len(d.get('calibration_records', []))} DS1 records). Agreement: every annotated DS1 beat classified "
+             f"by the C bundle on the host (`edgeseq.runtime`) and by the int8 ONNX export. {d['target']}: "
+             f"`edgeseq profile --target {d['target']}` over the first {d['seconds']:g} s of record {d['record']} "
+             f"(front end + model + classify loop, {d.get('toolchain', '')}, in unicorn; instructions counted, not "
+             "cycles). Targets: " + "; ".join(f"{k}: {v}" for k, v in tg.items()) + ".", ""]
+    for kind, m in d["models"].items():
+        p, t, a = m["profile"], m["targets"], m["c_vs_onnx_int8"]
+        lines += [f"{kind.upper()}:", "", "| figure | value | target |", "|---|---:|---|",
+                  f"| flash (text + rodata + data) | {kib(p['flash_bytes'])} ({p['flash_bytes']:,} B) | "
+                  f"<= {kib(t['flash']['target_bytes'])}: **{met(t['flash']['met'])}** |",
+                  f"| RAM (data + bss + stack) | {kib(p['ram_bytes'])} ({p['ram_bytes']:,} B) | "
+                  f"<= {kib(t['ram']['target_bytes'])}: **{met(t['ram']['met'])}** |",
+                  f"| instructions per second of ECG (front end) | {p['instructions_per_second'] / 1e6:.2f} M "
+                  f"({p['frontend_instructions_per_second'] / 1e6:.2f} M) | <= "
+                  f"{t['instructions_per_second']['target'] / 1e6:.0f} M: **{met(t['instructions_per_second']['met'])}** |",
+                  f"| instructions per beat, model (max) | {p['instructions_per_beat']:,.0f} "
+                  f"({p['instructions_per_beat_max']:,}) | |",
+                  f"| beats in {p['seconds']:.0f} s of record {p['record']} | {p['beats']:,} | |",
+                  f"| matches_host (beats as Python's, logits as host C's) | {p['matches_host']} | "
+                  f"**{met(t['matches_host']['met'])}** |",
+                  f"| C label = int8 ONNX label, {m['n_beats']:,} DS1 beats | {100 * a['same_label']:.3f}% "
+                  f"({a['beats_differing']} differ; max \\|logit diff\\| {a['max_abs_logit_diff']:.2g}) | >= "
+                  f"{100 * t['agreement_vs_onnx_int8']['target']:.1f}%: **{met(t['agreement_vs_onnx_int8']['met'])}** |",
+                  f"| C label = float label (reference) | {100 * m['c_vs_float']['same_label']:.3f}% (max "
+                  f"\\|logit diff\\| {m['c_vs_float']['max_abs_logit_diff']:.2g}) | |"]
+        if "onnx_int8_vs_float" in m:
+            o = m["onnx_int8_vs_float"]
+            lines.append(f"| int8 ONNX label = float label (reference) | {100 * o['same_label']:.3f}% (max "
+                         f"\\|logit diff\\| {o['max_abs_logit_diff']:.2g}) | |")
+        lines.append("")
+    lines += ["Sizes in bytes: the whole image (`edgeseq profile`'s sizes) and `model.c` alone (built for the same "
+              "target with only `es_window` kept, less the startup code):", "",
+              "| family | image text | rodata | data | bss | stack | model.c text | rodata | data | bss | model.c source |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for kind, m in d["models"].items():
+        s, c = m["profile"]["sizes"], m.get("model_c_sizes", {})
+        cells = [f"{c[k]:,}" if k in c else "" for k in ("text", "rodata", "data", "bss", "model_c_source_bytes")]
+        lines.append(f"| {kind.upper()} | {s['text']:,} | {s['rodata']:,} | {s['data']:,} | {s['bss']:,} | "
+                     f"{s['stack_high_water']:,} | " + " | ".join(cells) + " |")
+    la = d.get("load_average_at_start")
+    lines += ["", "All targets met: " + ", ".join(f"{k.upper()} **{'yes' if m['all_met'] else 'no'}**"
+                                                  for k, m in d["models"].items()) + "."]
+    if la:
+        lines += [f"Load average at start {la[0]:.2f}" + (" (another process active; nothing here is timed)."
+                                                        if d.get("other_processes_active") else ".")]
     return lines + [""]
 
 
@@ -476,7 +563,8 @@ def render(results: dict) -> str:
              "Generated by `python tools/bench/report.py` from the JSON files in `tools/bench/results/`; "
              "do not edit by hand. Each section names the command that wrote its JSON.", ""]
     for part in (section_machine, section_states, section_per_beat, section_models, section_designs,
-                 section_int8_heldout, section_bridge, section_profile, section_export_forms, section_other):
+                 section_int8_heldout, section_bridge, section_profile, section_c_targets, section_export_forms,
+                 section_other):
         lines += part(results)
     while lines and lines[-1] == "":
         lines.pop()
