@@ -100,14 +100,19 @@ def test_designs_and_heldout_int8_sections(tmp_path):
                             "rule_vs_float": {"max_class_diff_points": 0.42, "met": True}},
                    "tflite": {"float32": short, "int8": short, "same_label": 0.9950,
                               "rule_vs_float": {"max_class_diff_points": 1.5, "met": False}}}}
-    (d / "ecg_designs.json").write_text(json.dumps(designs))
-    (d / "int8_heldout_esn.json").write_text(json.dumps(heldout))
-    text = rep.render(rep.load_results(d))
+    text = _render(rep, d, {"ecg_designs": designs, "int8_heldout_esn": heldout})
     assert "| design A | 94.00 | 90.0 / 60.0 | 50.0 / 25.0 | 50.0 / 25.0 | `edgeseq cv a` |" in text
     assert "| design B | 93.00 | - |" in text
     assert "| ESN | 22 | 50,977 | onnx | 99.91 | 0.42 | met |" in text
     assert "| ESN | 22 | 50,977 | tflite | 99.50 | 1.50 | not met |" in text
     assert "## Other result files" not in text
+
+
+def _render(rep, d, results: dict) -> str:
+    """BENCHMARKS.md's text for these result JSONs (``{file stem: content}``) written to ``d``."""
+    for stem, data in results.items():
+        (d / f"{stem}.json").write_text(json.dumps(data))
+    return rep.render(rep.load_results(d))
 
 
 def test_c_runtime_rows_and_c_targets_section(tmp_path):
@@ -125,7 +130,6 @@ def test_c_runtime_rows_and_c_targets_section(tmp_path):
         "c_faster_than_onnx_int8": {"basis": "p50", "ratio": 2.0, "ratio_p99": 2.0, "met": True}})
     beat["load_average_at_start"] = [1.5, 1.2, 1.1]
     beat["other_processes_active"] = True
-    (d / "beat_inference.json").write_text(json.dumps(beat))
     sizes = {"text": 35654, "rodata": 52448, "data": 0, "bss": 46680, "flash_bytes": 88102, "ram_static": 46680,
              "stack_high_water": 2532}
     prof = {"record": "208", "seconds": 300.0, "flash_bytes": 88102, "ram_bytes": 49212, "sizes": sizes,
@@ -147,18 +151,18 @@ def test_c_runtime_rows_and_c_targets_section(tmp_path):
     ct = {"command": "python tools/bench/c_targets.py --bundles B", "target": "cortex-m4", "record": "208",
           "seconds": 300.0, "toolchain": "ziglang cc", "calibration_records": ["101"], "targets": {"flash": "<= 256 KiB"},
           "models": {"esn": fam, "lstm": big}, "load_average_at_start": [0.5, 0.5, 0.5]}
-    (d / "c_targets.json").write_text(json.dumps(ct))
-    text = rep.render(rep.load_results(d))
-    assert "| edgeseq int8 C runtime (`model.c` via ctypes) | 50 | 50 | 400 | 400 |" in text
-    assert "C p99 **400 us** (p50 50 us): **met**" in text
-    assert "**50.0x** (p50; p99 7.5x): **met**" in text
-    assert "ONNX int8 / C **2.00x** (p50; p99 2.00x): **met**" in text
-    assert "another process was active" in text
-    assert "## C export: Cortex-M4 budget and agreement with int8 ONNX" in text
-    assert "`python tools/bench/c_targets.py --bundles B`" in text
-    assert "| flash (text + rodata + data) | 86.0 KiB (88,102 B) | <= 256.0 KiB: **met** |" in text
-    assert "| instructions per second of ECG (front end) | 31.00 M (3.25 M) | <= 20 M: **not met** |" in text
-    assert "| C label = int8 ONNX label, 50,977 DS1 beats | 99.998% (1 differ;" in text
-    assert "| ESN | 35,654 | 52,448 | 0 | 46,680 | 2,532 | 4,658 | 52,068 | 0 | 6,112 | 437,046 |" in text
-    assert "ESN **yes**, LSTM **no**" in text
+    text = _render(rep, d, {"beat_inference": beat, "c_targets": ct})
+    for want in ("| edgeseq int8 C runtime (`model.c` via ctypes) | 50 | 50 | 400 | 400 |",
+                 "C p99 **400 us** (p50 50 us): **met**",
+                 "**50.0x** (p50; p99 7.5x): **met**",
+                 "ONNX int8 / C **2.00x** (p50; p99 2.00x): **met**",
+                 "another process was active",
+                 "## C export: Cortex-M4 budget and agreement with int8 ONNX",
+                 "`python tools/bench/c_targets.py --bundles B`",
+                 "| flash (text + rodata + data) | 86.0 KiB (88,102 B) | <= 256.0 KiB: **met** |",
+                 "| instructions per second of ECG (front end) | 31.00 M (3.25 M) | <= 20 M: **not met** |",
+                 "| C label = int8 ONNX label, 50,977 DS1 beats | 99.998% (1 differ;",
+                 "| ESN | 35,654 | 52,448 | 0 | 46,680 | 2,532 | 4,658 | 52,068 | 0 | 6,112 | 437,046 |",
+                 "ESN **yes**, LSTM **no**"):
+        assert want in text, want
     assert "## Other result files" not in text
