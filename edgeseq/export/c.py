@@ -386,6 +386,18 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
     return _copy(w, o)
 
 
+def _emit_shift(w: _Writer, o: fx.Op, k: int) -> str:
+    """A history state moved one row in place (its rows 1.. to 0..), the new row rescaled into the
+    last: the concat of ``fixed._kernel`` without a copy (the old rows' rescale is the identity)."""
+    y, new = o.outputs[0], o.inputs[1]
+    row, n = w.n(new), w.n(y)
+    e, eb = _scale_c(w, f"op{k}_1", f"{w.ref(new)}[c]", o.p["rs"][1], w.bound.get(new, fx.LIMIT), fx.LIMIT + 1)
+    e = f"es_sat64({e}, ES_LIMIT)" if eb >= 2 ** 31 else f"es_sat({e}, ES_LIMIT)"
+    w.bound[y] = fx.LIMIT
+    return (f"for (int c = 0; c < {n - row}; ++c) {w.ref(y)}[c] = {w.ref(y)}[c + {row}];\n"
+            f"  for (int c = 0; c < {row}; ++c) {w.ref(y)}[{n - row} + c] = {e};")
+
+
 def _fc_store(w: _Writer, key: str, p: dict, acc_bound: int) -> str:
     """``yr[c] =`` the rescaled accumulator plus the bias, saturated: in 32 bits where the bound
     allows (one SSAT), as ``fixed._kernel``'s fc."""
@@ -595,6 +607,24 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
         if all(r < start[prod] or (r in run and r <= prod and w.n(st) == w.n(st + "_out")) for r in readers):
             w.names[st + "_out"] = f"s->{_ident(st)}"
             w.bound[st + "_out"] = fx.LIMIT
+    # a history that shifts by one row a step (concat of its rows 1.. and a new row, as the TCN's)
+    # moves in place once nothing reads its old value: no second copy of it in RAM
+    shifted = {}
+    for st in P.states if int8 else ():
+        prod = next((k for k, (o, _) in enumerate(ops) if st + "_out" in o.outputs), None)
+        o = ops[prod][0] if prod is not None else None
+        if o is None or o.op != "concat" or o.p["axis"] != 1 or len(o.inputs) != 2:
+            continue
+        src = next((k for k, (q, _) in enumerate(ops) if o.inputs[0] in q.outputs), None)
+        q = ops[src][0] if src is not None else None
+        M, sh_, _ = (np.atleast_1d(v) for v in o.p["rs"][0])
+        if (q is None or q.op != "slice" or q.inputs[0] != st or q.p["start"] != 1 or used_by.get(o.inputs[0]) != {prod}
+                or int(M[0]) != 1 << int(sh_[0]) or not all(r < prod for r in used_by.get(st, set()))):
+            continue
+        shifted[prod] = src
+        w.names[st + "_out"] = f"s->{_ident(st)}"
+        w.bound[st + "_out"] = fx.LIMIT
+    skipped = set(shifted.values())
     # the arena: what ops write and the converted sample and held inputs, placed by lifetime;
     # the held part's tensors live across a whole window
     # (a fused run is one step: what it reads stays live while it writes, element by element)
@@ -602,6 +632,7 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
         ([t for k in g for t in ops[k][0].outputs], [t for k in g for t in ops[k][0].inputs]) for g in groups]
     order.append(([], [k + "_out" for k in P.states] + list(P.outputs)))
     pinned = set(P.held) | {t for o, pt in ops if pt == 0 for t in o.outputs}
+    internal |= {t for k in skipped for t in ops[k][0].outputs}
     sizes = {t: w.n(t) for t in P.shape if t not in internal and not w.names.get(t, "").startswith("s->")}
     off, total = _arena([([d for d in ds if d in sizes], [u for u in us if u in sizes and u not in w.names])
                          for ds, us in order], sizes, pinned)
@@ -610,7 +641,11 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
     body = {0: [], 1: [], 2: []}
     for g in groups:
         pt = ops[g[0]][1]
-        if len(g) == 1:
+        if g[0] in skipped:
+            continue
+        if g[0] in shifted:
+            body[pt].append(_emit_shift(w, ops[g[0]][0], g[0]))
+        elif len(g) == 1:
             body[pt].append((_emit_int if int8 else _emit_float)(w, ops[g[0]][0], g[0]))
         else:
             body[pt].append(_emit_fused(w, [(k, ops[k][0]) for k in g], internal))
