@@ -365,9 +365,11 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
                 rows = int(np.prod(sh[y][:-1], dtype=np.int64))
                 store = _fc_store(w, key, p, acc_bound)
                 return (f"for (int r = 0; r < {rows}; ++r) {{ const int32_t *xr = {X} + r * {K}; int32_t *yr = {Y} + r * {C};\n"
-                        f"#ifdef ES_USE_DENSE\n  int16_t xs[{Kp}] = {{0}}; for (int i = 0; i < {K}; ++i) xs[i] = (int16_t)xr[i];\n"
+                        f"#ifdef ES_USE_DENSE\n  int16_t xs[{Kp}] = {{0}}; int32_t accs[{C}];\n"
+                        f"  for (int i = 0; i < {K}; ++i) xs[i] = (int16_t)xr[i];\n"
                         f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; const int16_t *wc = {base}_d + c * {Kp}; "
-                        f"for (int i = 0; i < {Kp}; ++i) acc += xs[i] * wc[i]; {store} }}\n#else\n"
+                        f"for (int i = 0; i < {Kp}; ++i) acc += xs[i] * wc[i]; accs[c] = acc; }}\n"
+                        f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = accs[c]; {store} }}\n#else\n"
                         f"  for (int c = 0; c < {C}; ++c) {{ int32_t acc = 0; {dot} {store} }}\n#endif\n  }}")
         else:
             w.decl.append(_c_array(wt, base + "_w", wq.T))
@@ -680,15 +682,19 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
            f"{'int8 fixed point: integers only, no libm' if int8 else 'float32'}. Do not edit: export again. */",
            '#include "model.h"', _PRELUDE_INT if int8 else _PRELUDE_FLOAT]
     if int8 and any(o.op in ("tanh", "sigmoid") for o in P.ops):
-        src += [_c_array("uint16_t", "es_tanh_t", fx.TANH_TABLE), _PRELUDE_TANH]
+        # a host's vector gathers read 32-bit words (a 16-bit table keeps the loop scalar); a
+        # microcontroller keeps the 2 kB table
+        src += ["#ifdef ES_USE_DENSE\ntypedef int32_t es_tanh_elt;\n#else\ntypedef uint16_t es_tanh_elt;\n#endif",
+                _c_array("es_tanh_elt", "es_tanh_t", fx.TANH_TABLE), _PRELUDE_TANH]
     if int8 and any(o.op == "log" for o in P.ops):
         src += [_c_array("int32_t", "es_log2_t", fx.LOG2_TABLE), _PRELUDE_LOG]
     src += w.decl + [_c_array(elt, f"es_x0_{_ident(k)}", P.initial[k]) for k in P.states]
     src.append(f"static {elt} es_arena[{max(total, 1)}];\n")
     src.append(fn("es_part_held", held_sig, [conv_in(k, w.ref(k), A(k)) for k in P.held] + body[0] + ["(void)0;"]))
-    src.append(fn("es_part_state", f"es_state_t *s, const float *{A(sample)}",
+    # restrict: the struct is no table's alias, which lets a compiler vectorize the fused loops
+    src.append(fn("es_part_state", f"es_state_t *restrict s, const float *{A(sample)}",
                   ["(void)s;", conv_in(sample, w.ref(sample), A(sample))] + body[1]))
-    src.append(fn("es_part_out", ", ".join(["es_state_t *s", *args(outs, False)]),
+    src.append(fn("es_part_out", ", ".join(["es_state_t *restrict s", *args(outs, False)]),
                   ["(void)s;"] + body[2] + [conv_out(k, A(k), w.ref(k)) for k in outs]))
     src.append(fn("es_commit", "es_state_t *s", ["(void)s;"] + [
         f"for (int c = 0; c < {w.n(k)}; ++c) s->{_ident(k)}[c] = {w.ref(k + '_out')}[c];" for k in P.states
