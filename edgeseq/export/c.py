@@ -6,9 +6,11 @@ libm, no float but at the float entry points), equal to ``graph/fixed.py`` bit f
 the step graph in float arithmetic with libm (tanhf, logf), within float rounding of the numpy
 interpreter. Both print the same shape of library:
 
-- weights ``const`` (flash); a recurrent matrix sparse (per output: input indices and values)
-  where that stores fewer bytes; activations in one static arena whose offsets come from the
-  tensors' lifetimes; the state in an explicit struct ``es_state_t``.
+- weights ``const`` (flash); a recurrent matrix sparse where that stores fewer bytes (per output,
+  one word per weight: value and input index), with a dense 16-bit twin for hosts with vector
+  units (``ES_DENSE``); activations in one static arena whose offsets come from the tensors'
+  lifetimes; runs of pointwise kernels fused into one loop; the state in an explicit struct
+  ``es_state_t``, updated in place where nothing reads its old value later.
 - ``es_init``, ``es_step`` (one sample, state struct), ``es_window`` (window models: one window
   from the initial state: the held inputs' work once, the state's T times, the output's once)
   and ``_batch`` forms with float states, whose arguments follow the manifest's ``step_inputs``
@@ -113,7 +115,6 @@ class _Writer:
         self.decl: list[str] = []
         self.names: dict = {}
         self.declared: set = set()
-        self.dense_host = True  # print a dense twin of sparse products for hosts (ES_DENSE)
         self.bound: dict = {}  # largest |integer| a tensor can hold (int8 path)
 
     # tensors -----------------------------------------------------------------------------------
@@ -354,7 +355,7 @@ def _emit_int(w: _Writer, o: fx.Op, k: int) -> str:
                            _c_array(wt, base + "_val", val)]
                 dot = (f"for (int k = {base}_ptr[c]; k < {base}_ptr[c + 1]; ++k) "
                        f"acc += ({acc_t})xr[{base}_idx[k]] * {base}_val[k];")
-            if bnd(x) <= 32768 and acc_t == "int32_t" and w.dense_host:
+            if bnd(x) <= 32768 and acc_t == "int32_t":
                 # a host with a vector unit: the dense int16 product runs 16-32 multiply-adds an
                 # instruction, faster than the sparse gather; the same integers, so the same sums
                 # rows padded to 64 with zeros: whole vectors, no remainder loop
