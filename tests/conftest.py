@@ -8,12 +8,17 @@ SAMPLE = ROOT / "edgeseq" / "data" / "sample"
 HBEDB = ROOT.parent / "shared" / "data" / "hbedb"
 
 
+def _shared(path: Path, what: str) -> Path:
+    """A data set beside the checkout (CI has it); skip only where it is absent."""
+    if not path.is_dir():
+        pytest.skip(f"{what} not found at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def mitdb() -> Path:
-    """The full MIT-BIH records beside the checkout (CI has them); skip only where they are absent."""
-    if not SHARED_MITDB.is_dir():
-        pytest.skip(f"MIT-BIH records not found at {SHARED_MITDB}")
-    return SHARED_MITDB
+    """The full MIT-BIH records."""
+    return _shared(SHARED_MITDB, "MIT-BIH records")
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +53,8 @@ def neural_bundles(tmp_path_factory, sample):
 
 @pytest.fixture(scope="session")
 def hbedb() -> Path:
-    """The balance data set beside the checkout (CI has it); skip only where it is absent."""
-    if not HBEDB.is_dir():
-        pytest.skip(f"hbedb not found at {HBEDB}")
-    return HBEDB
+    """The balance data set."""
+    return _shared(HBEDB, "hbedb")
 
 
 @pytest.fixture(scope="session")

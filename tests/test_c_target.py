@@ -41,7 +41,7 @@ def c_bundles(small_bundle, beats, tmp_path_factory):
 
 
 def test_the_library_is_built_once_per_source_and_compiler(c_bundles, beats, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGESEQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGESEQ_CACHE_DIR", str(tmp_path / "cache"))
     first = runtime.load(c_bundles["int8"]).logits(*beats)
     libs = list((tmp_path / "cache").rglob("libmodel.so"))
     assert len(libs) == 1
@@ -52,7 +52,7 @@ def test_the_library_is_built_once_per_source_and_compiler(c_bundles, beats, tmp
 
 
 def test_a_missing_compiler_is_one_line(c_bundles, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGESEQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGESEQ_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(EdgeseqError, match="does not run") as e:
         runtime.load(c_bundles["int8"])

@@ -49,16 +49,13 @@ def _tflite(graphs, int8: bool, ctx):
 
 def _c(graphs, int8: bool, ctx):
     """One C library for both entry points: the step, and the window as the step looped. int8 is
-    the fixed-point program, whose every tensor's range is traced over the calibration inputs."""
+    the fixed-point program (``_program``)."""
     from ..graph import fixed
     from .c import float_program, to_c
 
     step, window = graphs["step"], graphs["window"]
     try:
-        if int8:  # as fixed_program
-            prog = fixed.lower(step, step_ranges(step, ctx["feeds"](), ctx["initial"]), ctx["initial"])
-        else:
-            prog = float_program(step, ctx["initial"])
+        prog = _program(graphs, ctx) if int8 else float_program(step, ctx["initial"])
         lib = to_c(prog, int8=int8, window_length=ctx["window_length"], graph=step, inputs=list(window.inputs),
                    outputs=list(window.outputs))
     except fixed.Unsupported as exc:
@@ -68,24 +65,13 @@ def _c(graphs, int8: bool, ctx):
     return {"model": ("model.c", src), "step": ("model.c", src), "header": ("model.h", lib["model.h"].encode())}, "step"
 
 
-def step_ranges(step, feeds: list, initial: dict) -> dict:
-    """Largest |value| of every tensor of the ``step`` graph, stepping it over window feeds."""
+def _program(graphs, ctx):
+    """The fixed-point program of the int8 step, every tensor's range traced by stepping it over
+    the calibration windows."""
     from ..graph import fixed
-    from ..graph.numpy import constants, run
 
-    states = [k for k in step.inputs if k + "_out" in step.outputs]
-    shapes = {k: tuple(v[1:]) for k, v in step.shapes.items()}
-    env = constants(step)
-
-    def over(f):
-        def go(observe):
-            def one(feeds):
-                for k in step.inputs:
-                    observe(k, feeds[k])
-                return run(step, feeds, observe=observe, env=env)
-            fixed.scan_steps(one, step.inputs, shapes, states, f, initial)
-        return go
-    return fixed.ranges(step, [over(f) for f in feeds])
+    step = graphs["step"]
+    return fixed.lower(step, fixed.ranges(step, ctx["feeds"](), ctx["initial"]), ctx["initial"])
 
 
 @dataclass(frozen=True)
@@ -176,14 +162,13 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
         files = {k: name for k, (name, _) in lowered.items() if k in ("model", "step")}
         rt = {"format": fmt, "precision": "int8" if int8 else "float32", **files, "graph_form": form,
               **contract(graphs, fam.interface), **({"c": ctx["c"]} if "c" in ctx else {})}
-        init = ctx["initial"]
         if "model" not in files:
             del rt["inputs"], rt["outputs"]
         rt["source_sha256"] = manifest["files"][manifest["model"]["weights"]]["sha256"]  # checked by load_bundle
         if int8:
             rt["quantization"] = {**plan(graphs["window"]), "calibration_inputs": ctx["n"]}
         manifest["runtime"] = rt
-        return write_bundle(Path(out_dir), manifest, init, files=paths)
+        return write_bundle(Path(out_dir), manifest, ctx["initial"], files=paths)
 
 
 def _prepare(manifest, arrays, fam, *, int8: bool, calibration, traces_all: bool) -> tuple[dict, dict]:
@@ -209,14 +194,12 @@ def _prepare(manifest, arrays, fam, *, int8: bool, calibration, traces_all: bool
 def fixed_program(bundle_path, calibration):
     """The fixed-point program an int8 C export of the training bundle prints: its reference
     (``graph/fixed.py`` runs it in numpy), from the same calibration."""
-    from ..graph import fixed
     from ..models import family
 
     bundle = load_bundle(bundle_path)
     fam = family(bundle.manifest)
-    graphs, ctx = _prepare(bundle.manifest, bundle.arrays, fam, int8=True, calibration=calibration, traces_all=True)
-    step = graphs["step"]
-    return fixed.lower(step, step_ranges(step, ctx["feeds"](), ctx["initial"]), ctx["initial"])
+    return _program(*_prepare(bundle.manifest, bundle.arrays, fam, int8=True, calibration=calibration,
+                              traces_all=True))
 
 
 def _calibration(calibration, manifest, init, fam):

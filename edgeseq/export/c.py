@@ -110,8 +110,8 @@ def _arena(order: list, sizes: dict, pinned: set) -> tuple[dict, int]:
 class _Writer:
     """Prints one library: constants, the arena, the kernels of each part."""
 
-    def __init__(self, prog: fx.Program, int8: bool, window_length: int | None, graph: Graph | None):
-        self.p, self.int8, self.T, self.g = prog, int8, window_length, graph
+    def __init__(self, prog: fx.Program, graph: Graph | None):
+        self.p, self.g = prog, graph
         self.decl: list[str] = []
         self.names: dict = {}
         self.declared: set = set()
@@ -577,13 +577,15 @@ def to_c(prog: fx.Program, *, int8: bool, window_length: int | None, graph: Grap
     """``{"model.h": text, "model.c": text, "arena_bytes": n}`` for ``prog`` (a fixed-point
     program, or :func:`float_program`'s with ``graph`` its float step graph). ``inputs`` and
     ``outputs``: the window form's names (``es_window_batch``'s arguments)."""
-    w = _Writer(prog, int8, window_length, graph)
+    w = _Writer(prog, graph)
     P = prog
     sample = P.inputs[0]
     parts = _parts(P.ops, P.inputs, P.states, P.held, P.outputs)
     ops = [(o, pt) for want in (0, 1, 2) for o, pt in zip(P.ops, parts) if pt == want]  # execution order
     elt = "int32_t" if int8 else "float"
-    for t in {t for o in P.ops if o.op != "fc" for t in o.inputs if t in P.consts}:
+    # in the order the ops read them (a set's order changes with the hash seed: the same model
+    # would print another file, with another sha256, on each export)
+    for t in dict.fromkeys(t for o in P.ops if o.op != "fc" for t in o.inputs if t in P.consts):
         w.names[t] = w.const(t, P.consts[t], elt)
         w.bound[t] = int(np.abs(P.consts[t]).max(initial=0)) if int8 else 0
     for k in P.states:

@@ -108,28 +108,28 @@ def _pow2(top: float, nominal: int = NOMINAL) -> float:
     return float(2.0 ** np.ceil(np.log2(max(top, 1e-30) / nominal)))
 
 
-def _free(top: float) -> float:
-    """Scales the kernels choose are powers of two too: rescaling between them is a shift."""
-    return _pow2(top)
+def ranges(step: Graph, batches, initial: dict) -> dict:
+    """Largest |value| of every tensor of the ``step`` graph, stepped from ``initial`` over each
+    window of ``batches`` (a window graph's feed dicts, as calibration gives them)."""
+    from .numpy import constants
 
-
-def ranges(g: Graph, batches) -> dict:
-    """Largest |value| of every tensor of ``g`` over ``batches`` (feed dicts, or callables that
-    run the graph themselves with the ``observe`` they are given)."""
     top: dict = {}
+    env = constants(step)  # int8 weights dequantized once, not once a step
+    states = [k for k in step.inputs if k + "_out" in step.outputs]
+    shapes = {k: tuple(v[1:]) for k, v in step.shapes.items()}
 
     def observe(name, v):
         m = float(np.nanmax(np.abs(v), initial=0.0)) if np.size(v) else 0.0
         if np.isfinite(m):
             top[name] = max(top.get(name, 0.0), m)
 
+    def one(feeds):
+        for k in step.inputs:
+            observe(k, feeds[k])
+        return run_float(step, feeds, observe=observe, env=env)
+
     for feeds in batches:
-        if callable(feeds):
-            feeds(observe)
-        else:
-            for k in g.inputs:
-                observe(k, np.asarray(feeds[k]))
-            run_float(g, feeds, observe=observe)
+        scan_steps(one, step.inputs, shapes, states, feeds, initial)
     return top
 
 
@@ -167,14 +167,15 @@ def lower(g: Graph, top: dict, initial: dict | None = None) -> Program:
             v = env[name].value() if isinstance(env[name], Weight) else np.asarray(env[name], np.float64)
             if v.dtype.kind in "iu":
                 raise ValueError(f"integer constant {name!r} used as a tensor")
-            s = _free(float(np.abs(v).max(initial=0.0)))
+            s = _pow2(float(np.abs(v).max(initial=0.0)))
             consts[name] = np.round(np.asarray(v, np.float64) / s).astype(np.int64)
             scale[name], shape[name] = s, tuple(np.shape(v))
         return name
 
     def free(y):
-        """The scale of a tensor whose kernel can write any: a state's or output's, else from its range."""
-        return forced.get(y, _free(top.get(y, 0.0)))
+        """The scale of a tensor whose kernel can write any: a state's or output's, else from its
+        range (a power of two too: rescaling between such tensors is a shift)."""
+        return forced.get(y, _pow2(top.get(y, 0.0)))
 
     def emit(op, ins, out, natural, **p):
         """``op`` writing ``out`` at ``natural`` scale; a rescale follows where ``out`` must have

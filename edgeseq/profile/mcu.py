@@ -96,18 +96,10 @@ def _is_zig(cc: Sequence[str]) -> bool:
 
 def cache_dir() -> Path:
     """Where zig caches compiles (compiler-rt for a new target takes ~5 s once) and where the
-    instruction counter's host library lives. EDGESEQ_CACHE_DIR, else XDG_CACHE_HOME/edgeseq, else
-    ~/.cache/edgeseq; a temp dir if none of those is writable (read-only home on some CI)."""
-    base = os.environ.get("EDGESEQ_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeseq")
-    for cand in (Path(base), Path(tempfile.gettempdir()) / f"edgeseq-cache-{os.getuid()}"):
-        try:
-            cand.mkdir(parents=True, exist_ok=True)
-            if os.access(cand, os.W_OK):
-                return cand
-        except OSError:
-            continue
-    raise EdgeseqError(f"no writable cache directory: set EDGESEQ_CACHE_DIR (tried {base})")
+    instruction counter's host library lives: edgeseq's cache (``runtime.c_backend.cache_root``)."""
+    from ..runtime.c_backend import cache_root
+
+    return cache_root()
 
 
 def _env(cc: Sequence[str]) -> dict:

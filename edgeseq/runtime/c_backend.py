@@ -42,10 +42,24 @@ def compiler() -> list[str]:
                        "or set CC")
 
 
+def cache_root() -> Path:
+    """edgeseq's cache (C libraries here, zig's compiles for ``profile --target``):
+    EDGESEQ_CACHE_DIR, else XDG_CACHE_HOME/edgeseq, else ~/.cache/edgeseq; a temp dir if none of
+    those is writable (a read-only home on some CI)."""
+    base = os.environ.get("EDGESEQ_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeseq")
+    for cand in (Path(base), Path(tempfile.gettempdir()) / f"edgeseq-cache-{os.getuid()}"):
+        try:
+            cand.mkdir(parents=True, exist_ok=True)
+            if os.access(cand, os.W_OK):
+                return cand
+        except OSError:
+            continue
+    raise EdgeseqError(f"no writable cache directory: set EDGESEQ_CACHE_DIR (tried {base})")
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("EDGESEQ_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                          os.path.expanduser("~/.cache"), "edgeseq")
-    return Path(root) / "c"
+    return cache_root() / "c"
 
 
 def build(sources: dict, *, libm: bool) -> Path:
@@ -66,10 +80,10 @@ def build(sources: dict, *, libm: bool) -> Path:
         for name, data in sources.items():
             (Path(work) / name).write_bytes(data)
         out = Path(work) / "libmodel.so"
-        cmd = [*cc, *flags, "-o", str(out), str(Path(work) / "model.c"), *link]
-        r = subprocess.run(cmd[:1] + NATIVE + cmd[1:], capture_output=True, text=True, timeout=600)
+        args = [*flags, "-o", str(out), str(Path(work) / "model.c"), *link]
+        r = subprocess.run([*cc, *NATIVE, *args], capture_output=True, text=True, timeout=600)
         if r.returncode != 0 and "march" in r.stderr:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            r = subprocess.run([*cc, *args], capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             first = next((ln for ln in r.stderr.splitlines() if "error" in ln), r.stderr.strip()[:200])
             raise EdgeseqError(f"building the C bundle failed: {first}")
