@@ -74,3 +74,18 @@ def tcn_condition_bundle(hbedb, tmp_path_factory):
 
     return balance.train(hbedb, target="surface", out=tmp_path_factory.mktemp("bal") / "tcn.bundle", model="tcn",
                          progress=False, params={"channels": 8, "blocks": 4, "epochs": 8})
+
+
+@pytest.fixture(scope="module")
+def loopback_board(tmp_path_factory):
+    """A "board" reached with the system ssh through a real SSH server on 127.0.0.1 (tests/sshd.py):
+    ``.host`` ("board"), ``.config`` (for ssh -F / --ssh-config), ``.home``, ``.root``."""
+    import shutil
+
+    if shutil.which("ssh") is None:
+        pytest.skip("no OpenSSH client (ssh) on this machine")
+    from sshd import LoopbackBoard, board_env
+
+    root = tmp_path_factory.mktemp("board")
+    with LoopbackBoard(root, board_env(root)) as board:
+        yield board

@@ -1,79 +1,57 @@
 """``edgeseq profile --ssh user@host BUNDLE``: profile on the board itself, with its own runtime.
 
-The bundle is copied to a fresh temporary directory on the board (``scp -r``), the board's
-``python3 -m edgeseq profile`` runs there and prints its JSON, which comes back over ssh; the
-directory is removed either way. The board needs edgeseq with its runtime installed
-(``pip install "edgeseq[device]"``), and ssh keys (BatchMode: no password prompts in a pipeline).
+The bundle travels as a tar on one ssh connection into a fresh ``mktemp -d`` directory on the
+board, the board's ``python3 -m edgeseq profile`` runs there and prints its JSON, which comes back
+over ssh; the directory is removed either way. The board needs edgeseq with its runtime installed
+(``edgeseq deploy`` does that, or ``pip install "edgeseq[device]"``) and ssh keys. How the board is
+reached (ssh options, ``--ssh-config``, errors) is ``edgeseq/ssh.py``, shared with ``deploy``.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 from pathlib import Path
 
 from ..errors import EdgeseqError
+from ..ssh import Board, check_host, sh
 
-SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+__all__ = ["check_host", "commands", "profile_remote"]
 
-
-def check_host(host: str) -> str:
-    """``host`` when it can only be read as ``[user@]host``: not empty, no leading ``-``, no
-    whitespace or control characters."""
-    if not host or host.startswith("-") or any(c.isspace() or not c.isprintable() for c in host):
-        raise EdgeseqError(f"--ssh: {host!r} is not a USER@HOST (a host may not start with '-' or hold spaces)")
-    return host
+_PREFIX = "/tmp/edgeseq-profile."
 
 
-def commands(host: str, bundle, remote_dir: str, profile_args: list[str], *, ssh: str = "ssh", scp: str = "scp",
-             python: str = "python3") -> dict:
-    """The commands, as argument lists (no local shell); the remote side gets one quoted line.
-
-    ``--`` ends the options of ssh and scp before the destination, and a host starting with ``-``
-    is refused outright: ``--ssh=-oProxyCommand=...`` would otherwise be an ssh option that runs
-    a local command, not a host name."""
-    check_host(host)
+def commands(host: str, bundle, remote_dir: str, profile_args: list[str], *, ssh: str = "ssh",
+             python: str = "python3", config: str | None = None) -> dict:
+    """The commands, as argument lists (no local shell); the board gets one quoted line each.
+    ``copy`` makes the directory, extracts the tar from its stdin and prints the directory."""
+    board = Board(host, config=config, ssh=ssh)
     name = Path(bundle).name
-    remote_bundle = f"{remote_dir}/{name}"
-    line = " ".join(shlex.quote(a) for a in [python, "-m", "edgeseq", "profile", remote_bundle, *profile_args,
-                                               "--json", "-"])
-    return {
-        "mkdir": [ssh, *SSH_OPTS, "--", host, "mktemp -d /tmp/edgeseq-profile.XXXXXX"],
-        "copy": [scp, *SSH_OPTS, "-q", "-r", "--", str(bundle), f"{host}:{remote_dir}/"],
-        "profile": [ssh, *SSH_OPTS, "--", host, line],
-        "cleanup": [ssh, *SSH_OPTS, "--", host, f"rm -rf {shlex.quote(remote_dir)}"],
-    }
+    line = " ".join(shlex.quote(a) for a in [python, "-m", "edgeseq", "profile", f"{remote_dir}/{name}",
+                                               *profile_args, "--json", "-"])
+    copy = (f'd=$(mktemp -d {_PREFIX}XXXXXX) && {{ tar -xf - -C "$d" || {{ rm -rf "$d"; exit 1; }}; }} '
+            f'&& printf "%s\\n" "$d"')
+    return {"copy": board.argv(sh(copy)),
+            "profile": board.argv(line),
+            "cleanup": board.argv(f"rm -rf {shlex.quote(remote_dir)}")}
 
 
-def _run(cmd: list[str], what: str, host: str, timeout: float) -> str:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise EdgeseqError(f"{cmd[0]} not found: --ssh needs the OpenSSH client") from None
-    except subprocess.TimeoutExpired:
-        raise EdgeseqError(f"{what} on {host} timed out after {timeout:g} s") from None
-    if r.returncode != 0:
-        tail = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
-        raise EdgeseqError(f"{what} on {host} failed: {tail}")
-    return r.stdout
-
-
-def profile_remote(host: str, bundle, profile_args: list[str], *, ssh: str = "ssh", scp: str = "scp",
-                   python: str = "python3", timeout: float = 600.0) -> dict:
-    check_host(host)
+def profile_remote(host: str, bundle, profile_args: list[str], *, ssh: str = "ssh", python: str = "python3",
+                   config: str | None = None, timeout: float = 600.0) -> dict:
+    board = Board(host, config=config, ssh=ssh)
     if not Path(bundle).is_dir():
         raise EdgeseqError(f"bundle {bundle} not found")
-    remote_dir = _run(commands(host, bundle, "", [], ssh=ssh)["mkdir"], "creating a directory", host, 60).strip()
-    if not remote_dir.startswith("/tmp/edgeseq-profile."):
+    name = Path(bundle).name
+    copy = commands(host, bundle, "", [], ssh=ssh, config=config)["copy"][-1]
+    remote_dir = board.send([(name, Path(bundle))], copy, "copying the bundle", timeout=timeout).strip()
+    if not remote_dir.startswith(_PREFIX) or "/" in remote_dir[len(_PREFIX):]:
         raise EdgeseqError(f"unexpected answer from mktemp on {host}: {remote_dir[:80]!r}")
-    cmd = commands(host, bundle, remote_dir, profile_args, ssh=ssh, scp=scp, python=python)
+    cmd = commands(host, bundle, remote_dir, profile_args, ssh=ssh, python=python, config=config)
     try:
-        _run(cmd["copy"], "copying the bundle", host, timeout)
-        out = _run(cmd["profile"], "profiling", host, timeout)
+        out = board.run(cmd["profile"][-1], "profiling", timeout=timeout)
     finally:
         try:
-            _run(cmd["cleanup"], "removing the copy", host, 60)
+            board.run(cmd["cleanup"][-1], "removing the copy", timeout=60)
         except EdgeseqError:
             pass
     try:

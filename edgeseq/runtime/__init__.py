@@ -16,6 +16,8 @@ from the initial state, None before; a sequence model's at every step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,36 @@ from ..bundle import load_bundle
 from ..errors import EdgeseqError
 from ..finite import decide
 
-FORMATS = ("onnx", "tflite", "c")
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a format runs: the backend class (imported on first use, so a board needs only its
+    own runtime) and the pip extra that installs that runtime on a board (``edgeseq deploy``)."""
+
+    module: str
+    cls: str
+    extra: str
+
+    def load(self):
+        return getattr(import_module(self.module, __package__), self.cls)
+
+
+#: Runtime format -> backend. "numpy" is a training bundle (no ``runtime`` section), run on the
+#: interpreter of its family's description; the others are ``edgeseq export`` formats.
+BACKENDS = {
+    "onnx": Backend(".onnx_backend", "OnnxBackend", "device"),
+    "tflite": Backend(".tflite_backend", "TFLiteBackend", "device-tflite"),
+    "c": Backend(".c_backend", "CBackend", "device-base"),  # built by the board's C compiler
+    "numpy": Backend(".numpy_backend", "NumpyBackend", "device-base"),
+}
+FORMATS = tuple(k for k in BACKENDS if k != "numpy")
+
+
+def format_of(manifest: dict) -> str:
+    """The ``BACKENDS`` key a bundle runs on."""
+    return manifest["runtime"]["format"] if "runtime" in manifest else "numpy"
+
+
 _CHUNK = 1024  # windows per call: bounds memory whatever the batch
 
 
@@ -212,23 +243,20 @@ def runtime_section(root: Path, manifest: dict) -> dict:
     return rt
 
 
-def load(path, *, task: str | None = None, threads: int = 1) -> Model:
+def load(path, *, task: str | None = None, threads: int = 1, ort_options: dict | None = None) -> Model:
     """Verify every file's hash (``load_bundle``) and open the bundle: an exported one on its
     format's runtime, a training one on the numpy interpreter of its family's description.
-    ``task`` refuses a bundle of another task."""
+    ``task`` refuses a bundle of another task. ``ort_options`` (ONNX bundles): onnxruntime session
+    options over the board default (``onnx_backend.BOARD_OPTIONS``), e.g.
+    ``{"enable_cpu_mem_arena": True}``: faster big batches, at the cost of the memory it keeps."""
     root = Path(path)
     bundle = load_bundle(root, task=task)
     m = bundle.manifest
-    if "runtime" not in m:
-        from .numpy_backend import NumpyBackend
-
-        backend = NumpyBackend(m, bundle.arrays)
+    if format_of(m) == "numpy":
+        backend = BACKENDS["numpy"].load()(m, bundle.arrays)
         return Model(root, m, backend, backend.initial)
     rt = runtime_section(root, m)
-    if rt["format"] == "onnx":
-        from .onnx_backend import OnnxBackend as Backend
-    elif rt["format"] == "c":
-        from .c_backend import CBackend as Backend
-    else:
-        from .tflite_backend import TFLiteBackend as Backend
-    return Model(root, m, Backend(root, rt, threads=threads), dict(bundle.arrays))
+    if ort_options is not None and rt["format"] != "onnx":
+        raise EdgeseqError(f"bundle {root} is {rt['format']}: onnxruntime options apply to ONNX bundles only")
+    extra = {"options": ort_options} if ort_options is not None else {}
+    return Model(root, m, BACKENDS[rt["format"]].load()(root, rt, threads=threads, **extra), dict(bundle.arrays))
