@@ -94,13 +94,24 @@ def _per_trial(values: np.ndarray, trial: np.ndarray, n: int) -> np.ndarray:
 
 
 def train(data_dir, *, target: str, out, model: str = "esn", seed: int = 0, params: dict | None = None,
-          progress: bool = True, size: str | None = None, device: str | None = None):
+          progress: bool = True, size: str | None = None, device: str | None = None, trials=None):
+    """Fit on the trials of ``data_dir`` (all, or the named ``trials``) and write a bundle; its
+    manifest's ``training`` section says what it saw (trials, subjects, the target's range or class
+    counts) and how well it fits them (``fit``: trial MAE or accuracy on the training trials, each
+    trial the average of its windows as cross-validation scores one; an in-sample figure)."""
     check_bundle_target(out)  # before the work: a refused --out must not cost a training run
     est = _model(target, seed, params, model, size=size, device=device)
     prep = BalancePreprocessing()
-    ws = load_windows(data_dir, prep, target, progress=progress)
-    est.fit(ws.X, ws.y[ws.trial], n_classes=len(ws.labels) or None,
-            progress=est.fit_progress(model, len(ws.X), progress))
+    ws = load_windows(data_dir, prep, target, names=trials, progress=progress)
+    k = len(ws.labels) or None
+    fit_progress = est.fit_progress(model, len(ws.X), progress)
+    if est.SHARED_FEATURES:  # the reservoir's states, once: the fit below reads them again for free
+        feats = est.shared_features(require_finite(ws.X, "training windows"), progress=fit_progress)
+        est.fit_readout(feats, ws.y[ws.trial], n_classes=k)
+        outputs = est.decision_function_from_features(feats)
+    else:
+        est.fit(ws.X, ws.y[ws.trial], n_classes=k, progress=fit_progress)
+        outputs = est.decision_function(ws.X)
     section = {"kind": model, "params": est.bundle_params()}
     arch = est.architecture()
     if arch is not None:
@@ -112,8 +123,46 @@ def train(data_dir, *, target: str, out, model: str = "esn", seed: int = 0, para
                 "model": section,
                 "training": {"data": str(data_dir), "trials": [t.name for t in ws.trials],
                              "subjects": sorted({t.subject for t in ws.trials}, key=_natural),
-                             "n_windows": int(len(ws.X)), **getattr(est, "training_", {})}}
+                             "n_windows": int(len(ws.X)), **_training_summary(ws, outputs),
+                             **getattr(est, "training_", {})}}
     return write_bundle(out, manifest, est.to_arrays())
+
+
+def _training_summary(ws: WindowSet, outputs: np.ndarray) -> dict:
+    """The target as the training trials hold it, and the model's in-sample fit on them."""
+    pred = _per_trial(np.asarray(outputs, np.float64).reshape(len(ws.X), -1), ws.trial, len(ws.trials))
+    if ws.labels:
+        k = decide(pred)[0]
+        return {"n_trials": len(ws.trials),
+                "class_counts": {c: int(n) for c, n in zip(ws.labels, np.bincount(ws.y, minlength=len(ws.labels)))},
+                "fit": {"accuracy": float(np.mean(k == ws.y)), "unlabelled": int((k < 0).sum())}}
+    p = pred[:, 0]
+    ok = np.isfinite(p)
+    return {"n_trials": len(ws.trials), "target_range": [float(ws.y.min()), float(ws.y.max())],
+            "target_mean": float(ws.y.mean()),
+            "fit": {"mae": float(np.mean(np.abs(p[ok] - ws.y[ok]))) if ok.any() else None,
+                    "unscored": int((~ok).sum())}}
+
+
+def format_training(path) -> str:
+    """What ``edgeseq train balance`` prints about the bundle it wrote, like ``train ecg``'s beats
+    and class counts."""
+    m = load_bundle(path, task=TASK).manifest
+    tr = m["training"]
+    lines = [f"trained {m['model']['kind']} on {tr['n_trials']} trials of {len(tr['subjects'])} subjects, "
+             f"{tr['n_windows']} windows, target {m['target']}"]
+    fit = tr.get("fit", {})
+    if m["labels"]:
+        counts = " ".join(f"{k}={v}" for k, v in tr["class_counts"].items())
+        lines.append(f"classes: {counts}")
+        lines.append(f"training fit (in-sample): trial accuracy {100 * fit['accuracy']:.1f}%")
+    else:
+        lo, hi = tr["target_range"]
+        lines.append(f"{m['target']} in these trials: {lo:g}-{hi:g} (mean {tr['target_mean']:.2f}) "
+                     f"of {m['score_range'][0]:g}-{m['score_range'][1]:g}")
+        mae = fit.get("mae")
+        lines.append("training fit (in-sample): " + (f"trial MAE {mae:.2f}" if mae is not None else "no finite score"))
+    return "\n".join(lines)
 
 
 def load_model(bundle_path):
@@ -265,20 +314,195 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
     return rep
 
 
-def format_report(rep: dict) -> str:
-    lines = [f"balance {rep['target']}: {rep['cv']} over {rep['n_subjects']} subjects, {rep['n_trials']} trials "
-             f"({rep['n_windows']} windows of {rep['window_s']:g} s)"]
+def format_report(rep: dict, title: str | None = None) -> str:
+    """The table of ``cv balance`` and ``evaluate`` on a balance bundle: the model, and the references
+    the report holds (the posturography baseline; for scores, the training subjects' mean)."""
+    how = rep.get("cv") or rep.get("evaluation")
+    lines = [title] if title else []
+    over = f"{how} over" if rep.get("cv") else f"{how}:"
+    lines.append(f"balance {rep['target']}: {over} {rep['n_subjects']} subjects, {rep['n_trials']} trials "
+                 f"({rep['n_windows']} windows of {rep['window_s']:g} s)")
     name = str(rep.get("model", "esn")).upper()
+    refs = [(k, rep[k]) for k in ("baseline", "constant") if rep.get(k)]
     if "accuracy" in rep:
         lines.append(f"{'':12}{'trial acc %':>12}{'window acc %':>14}")
-        lines.append(f"{name:12}{100 * rep['accuracy']:12.1f}{100 * rep['window']['accuracy']:14.1f}")
-        b = rep["baseline"]
-        lines.append(f"{'baseline':12}{100 * b['accuracy']:12.1f}{100 * b['window']['accuracy']:14.1f}")
+        for label, r in [(name, rep)] + refs:
+            lines.append(f"{label:12}{100 * r['accuracy']:12.1f}{100 * r['window']['accuracy']:14.1f}")
+        if rep.get("unlabelled"):
+            lines.append(f"{rep['unlabelled']} trials with non-finite outputs: not labelled, counted as errors")
     else:
         lines.append(f"{'':12}{'trial MAE':>10}{'% of range':>12}{'window MAE':>12}")
-        for label, r in ((name, rep), ("baseline", rep["baseline"]), ("constant", rep["constant"])):
+        for label, r in [(name, rep)] + refs:
+            if r["mae"] is None:
+                lines.append(f"{label:12}{'-':>10}")
+                continue
             w = r.get("window", {}).get("mae")
-            lines.append(f"{label:12}{r['mae']:10.2f}{r['mae_pct_range']:12.1f}" + (f"{w:12.2f}" if w is not None else ""))
+            lines.append(f"{label:12}{r['mae']:10.2f}{r['mae_pct_range']:12.1f}"
+                         + (f"{w:12.2f}" if w is not None else ""))
+        if rep.get("unscored"):
+            lines.append(f"{rep['unscored']} trials with non-finite outputs: not scored")
         lo, hi = rep["observed_range"]
         lines.append(f"scores in these data span {lo:g}-{hi:g} of {rep['score_range'][0]:g}-{rep['score_range'][1]:g}")
+    if "evaluation" in rep and not refs:
+        lines.append("no baseline: the bundle's training trials are not all in the data directory")
     return "\n".join(lines)
+
+
+# ---- a bundle on trials --------------------------------------------------------------------------
+
+def window_outputs(model, X) -> np.ndarray:
+    """Per window ``(B, steps, D)`` the outputs ``(B, outputs)`` the board's pipeline gives
+    (:class:`~edgeseq.bridge.pipelines.WindowPipeline`), on any runtime: a window model's logits, or
+    a sequence model run from its initial state over each window, its step outputs averaged when
+    the bundle says so (the balance ESN's mean-state readout), else its last. Decision: a format
+    with a window form runs each window as the board does; one without (TFLite's sequence model is
+    its step) steps all windows together, one call per time step instead of one per sample and
+    window: equal to the per-window run within float rounding (tests/test_predict.py)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    rt = model.runtime
+    if rt["interface"] != "sequence":
+        return model.logits(X)
+    mean = model.manifest["model"]["params"].get("window_output") == "mean"
+    if not len(X):
+        out = next(v for k, v in rt["step_outputs"].items() if not k.endswith("_out"))
+        return np.zeros((0, int(out["shape"][-1])))
+    if rt.get("model"):
+        return np.stack([_reduce(model.run(x, model.initial_state()), mean) for x in X])
+    outs = []
+    for i in range(0, len(X), 512):
+        xb = X[i:i + 512]
+        state = model.initial_state(len(xb))
+        acc = 0.0
+        for t in range(xb.shape[1]):
+            y, state = model.step(np.ascontiguousarray(xb[:, t]), state)
+            acc = acc + np.asarray(y, np.float64)
+        outs.append(acc / xb.shape[1] if mean else np.asarray(y, np.float64))
+    return np.concatenate(outs)
+
+
+def _reduce(Y, mean: bool) -> np.ndarray:
+    Y = np.asarray(Y, np.float64)
+    return Y.mean(axis=0) if mean else Y[-1]
+
+
+def default_trials(data_dir, manifest: dict, trials=None) -> tuple[list[str], bool]:
+    """``(trials, includes_training_subjects)``: the named trials, else those of the subjects the
+    bundle was not trained on, else (it saw every subject) all of them."""
+    from ..data.hbedb import dataset_root, list_trials, load_info
+
+    root = dataset_root(data_dir)
+    present, info = list_trials(root), load_info(root)
+    seen = set(manifest.get("training", {}).get("subjects", []))
+    if trials:
+        missing = [t for t in trials if t not in info]
+        if missing:
+            raise EdgeseqError(f"trial {missing[0]} not found in {root}")
+        return list(dict.fromkeys(trials)), any(info[t]["subject"] in seen for t in trials)
+    unseen = [t for t in present if info[t]["subject"] not in seen]
+    return (unseen, False) if unseen else (present, True)
+
+
+def evaluate(bundle_path, data_dir, trials=None, *, progress: bool = True, threads: int = 1,
+             on_trials=None) -> dict:
+    """Score a balance bundle on trials, through ``edgeseq.runtime`` (any format), each trial the
+    average of its windows as in :func:`cross_validate`. By default the trials of the subjects the
+    bundle was not trained on. Beside the model, when the bundle's training trials are in
+    ``data_dir``: the posturography baseline fitted on them and (scores) their mean score, the
+    references ``cv balance`` prints. A trial whose outputs are not finite is counted, never scored.
+    ``on_trials(names, outputs)`` receives the trial outputs (``edgeseq compare``)."""
+    from ..metrics import confusion
+    from ..runtime import load
+    from .predict import runtime_info
+
+    model = load(bundle_path, task=TASK, threads=threads)
+    m = model.manifest
+    target, labels = m["target"], list(m["labels"])
+    prep = BalancePreprocessing.from_config(m["preprocessing"])
+    names, seen = default_trials(data_dir, m, trials)
+    trained = list(m.get("training", {}).get("trials", []))
+    from ..data.hbedb import dataset_root, list_trials
+
+    present = set(list_trials(dataset_root(data_dir)))
+    base_names = trained if trained and all(t in present for t in trained) else []
+    ws = load_windows(data_dir, prep, target, names=list(dict.fromkeys(names + base_names)), progress=progress)
+    tnames = [t.name for t in ws.trials]
+    ev_t = np.isin(tnames, names)
+    ev_w = ev_t[ws.trial]
+    order = np.flatnonzero(ev_t)  # trials evaluated, in ws order
+    remap = np.full(len(tnames), -1)
+    remap[order] = np.arange(len(order))
+    tw = remap[ws.trial[ev_w]]
+    n = len(order)
+    y = ws.y[order]
+    subj = np.array([ws.trials[i].subject for i in order])
+    with np.errstate(all="ignore"):
+        Yw = np.asarray(window_outputs(model, ws.X[ev_w]), np.float64).reshape(int(ev_w.sum()), -1)
+        Yt = _per_trial(Yw, tw, n)
+    if on_trials is not None:
+        on_trials([tnames[i] for i in order], Yt)
+    base = None
+    if base_names:
+        tr_t = np.isin(tnames, base_names)
+        tr_w = tr_t[ws.trial]
+        Z = _sway_design(ws.sway)
+        yw = ws.y[ws.trial]
+        if labels:
+            f = _fit_logistic(Z[tr_w], yw[tr_w], len(labels), alpha=1e-2)
+        else:
+            f = _fit_ridge(Z[tr_w], yw[tr_w].reshape(-1, 1), alpha=1e-2)
+        Bw = f(Z[ev_w])
+        base = (Bw, _per_trial(Bw, tw, n), float(ws.y[tr_t].mean()) if not labels else None)
+    rep = {"task": TASK, "target": target, "model": m["model"]["kind"], "bundle": str(bundle_path),
+           "runtime": runtime_info(m, threads), "data": str(data_dir), "n_trials": n,
+           "n_subjects": len(set(subj)), "n_windows": int(ev_w.sum()), "window_s": prep.window_s,
+           "hop_s": prep.hop_s, "evaluation": "all trials, training subjects included" if seen
+           else "subjects the bundle was not trained on", "includes_training_subjects": bool(seen),
+           "trials": [tnames[i] for i in order]}
+    if labels:
+        pe = decide(Yt)[0]
+        yw = y[tw]
+        rep.update({"labels": labels, "accuracy": float(np.mean(pe == y)),
+                    "confusion": confusion(y[pe >= 0], pe[pe >= 0], len(labels)).tolist(),
+                    "unlabelled": int((pe < 0).sum()),
+                    "window": {"accuracy": float(np.mean(decide(Yw)[0] == yw))}})
+        if base is not None:
+            pb = decide(base[1])[0]
+            rep["baseline"] = {"model": "logistic regression on log sway features " + ",".join(SWAY_FEATURES)
+                               + ", fitted on the bundle's training trials",
+                               "accuracy": float(np.mean(pb == y)),
+                               "confusion": confusion(y[pb >= 0], pb[pb >= 0], len(labels)).tolist(),
+                               "window": {"accuracy": float(np.mean(decide(base[0])[0] == yw))}}
+        return rep
+    lo, hi = m.get("score_range") or _score_range(target, y)
+    span = hi - lo
+    pe = Yt[:, 0]
+    ok = np.isfinite(pe)
+    okw = np.isfinite(Yw[:, 0])
+
+    def mae(p, t, keep):
+        return float(np.mean(np.abs(p[keep] - t[keep]))) if keep.any() else None
+
+    def pct(v):
+        return None if v is None else 100 * v / span
+
+    m_e = mae(pe, y, ok)
+    rep.update({"score_range": [lo, hi], "observed_range": [float(y.min()), float(y.max())],
+                "mae": m_e, "mae_pct_range": pct(m_e), "unscored": int((~ok).sum()),
+                "window": {"mae": mae(Yw[:, 0], y[tw], okw)}})
+    pt = {"subject": subj.tolist(), "true": y.tolist(), "pred": [float(v) if np.isfinite(v) else None for v in pe]}
+    if base is not None:
+        pb = base[1][:, 0]
+        every = np.ones(n, bool)
+        rep["baseline"] = {"model": "ridge on log sway features " + ",".join(SWAY_FEATURES)
+                           + ", fitted on the bundle's training trials",
+                           "mae": mae(pb, y, every), "mae_pct_range": pct(mae(pb, y, every)),
+                           "window": {"mae": mae(base[0][:, 0], y[tw], np.ones(len(tw), bool))}}
+        const = np.full(n, base[2])
+        rep["constant"] = {"model": "mean score of the training trials", "mae": mae(const, y, every),
+                           "mae_pct_range": pct(mae(const, y, every))}
+        pt["baseline"] = pb.tolist()
+    rep["per_subject"] = {g: {"true": float(y[subj == g][0]),
+                              "pred": float(pe[(subj == g) & ok].mean()) if ((subj == g) & ok).any() else None,
+                              "n_trials": int((subj == g).sum())} for g in sorted(set(subj), key=_natural)}
+    rep["per_trial"] = pt
+    return rep

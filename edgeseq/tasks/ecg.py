@@ -113,13 +113,13 @@ def load_model(bundle_path):
     return bundle, prep, est
 
 
-def load_predictor(bundle_path):
+def load_predictor(bundle_path, threads: int = 1):
     """``(model, preprocessing, predict(windows, rr) -> labels)``: one runtime for every bundle, an
     exported one on its format's runtime, a training one on the numpy interpreter of its family's
     description (``edgeseq.runtime.load``)."""
     from ..runtime import load
 
-    model = load(bundle_path, task=TASK)
+    model = load(bundle_path, task=TASK, threads=threads)
     prep = EcgPreprocessing.from_config(model.manifest["preprocessing"])
     return model, prep, lambda w, f: model.classify(np.asarray(w, np.float32), np.asarray(f, np.float32))
 
@@ -140,16 +140,20 @@ def _outside(samples: np.ndarray, episodes) -> np.ndarray:
 
 
 def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", include_paced: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, threads: int = 1, on_beats=None) -> dict:
     """Score a bundle on records. ``beats="detected"`` finds the beats with the streaming detector
     stored in the bundle; missed reference beats and false detections count as errors.
 
     A beat whose model output is not finite is left unlabelled (``finite.decide``): counted in
     ``unlabelled`` and as missed, never as a class. ``n_scored`` says how many beats the matrix
-    holds; with none (a flat record, a dead detector) ``accuracy`` is None, not a ratio over nothing."""
+    holds; with none (a flat record, a dead detector) ``accuracy`` is None, not a ratio over nothing.
+
+    ``on_beats(record, samples, reference, predicted)``, when given, receives each record's beats as
+    scored (label indices; -1: no reference beat, or not labelled), so a caller comparing bundles
+    (``edgeseq compare``) needs no second run."""
     if beats not in ("reference", "detected"):
         raise EdgeseqError(f"--beats must be 'reference' or 'detected', not {beats!r}")
-    bundle, prep, predict = load_predictor(bundle_path)
+    bundle, prep, predict = load_predictor(bundle_path, threads)
     trained = bundle.manifest.get("training", {}).get("records", [])
     if records:
         names = select_records(data_dir, records, include_paced=include_paced)
@@ -170,6 +174,8 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
             unlabelled += int((~got).sum())
             by_record[name] = extended(confusion(lab[got], pred[got], N_CLASSES),
                                        np.bincount(lab[~got], minlength=N_CLASSES))
+            if on_beats is not None:
+                on_beats(name, rec.beat_samples[idx], lab, pred)
         else:
             detector = QRSDetector.from_config(bundle.manifest["detector"])
             peaks = np.concatenate([detector.process(rec.signal), detector.flush()]).astype(np.int64)
@@ -191,6 +197,10 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
             false_det = np.bincount(fp_pred[fp_pred >= 0], minlength=N_CLASSES)
             by_record[name] = extended(c, missed, false_det)
             det_tp, det_fn, det_fp = det_tp + len(m_ref), det_fn + len(miss), det_fp + len(false)
+            if on_beats is not None:
+                det_ref = np.full(len(det), -1, np.int64)
+                det_ref[m_det] = ref_lab[m_ref]
+                on_beats(name, det, det_ref, det_pred)
             detection[name] = {"tp": len(m_ref), "fn": len(miss), "fp": len(false)}
         show(i + 1, note=name)
     # The pooled figures are the sum of the per-record matrices, so the two can never disagree.
@@ -207,8 +217,9 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
                             "ppv": det_tp / (det_tp + det_fp) if det_tp + det_fp else None,
                             "n_reference": det_tp + det_fn, "n_detected": det_tp + det_fp,
                             "window_s": 0.150, "excluded": "ventricular flutter episodes ([ ... ])"}
-    runtime = bundle.manifest.get("runtime")
-    out["runtime"] = {k: runtime[k] for k in ("format", "precision")} if runtime else {"format": "numpy"}
+    from .predict import runtime_info
+
+    out["runtime"] = runtime_info(bundle.manifest, threads)
     out.update({"beats": beats, "bundle": str(bundle.path), "data": str(data_dir), "records": names,
                 "includes_training_records": bool(seen)})
     out["ci95"] = bootstrap_ci(by_record, AAMI_CLASSES) if by_record else None
