@@ -98,19 +98,19 @@ def _spread(X, limit=2000):
     return require_finite(X[np.linspace(0, len(X) - 1, min(limit, len(X))).astype(np.int64)], "calibration data")
 
 
-def _beats(calibration, manifest):
+def _beats(calibration, manifest, progress=False):
     """``(windows, rr)`` arrays, or ``(data_dir, records)`` to read."""
     w, rr = calibration
     if not isinstance(w, np.ndarray):
         from ..preprocess.ecg import EcgPreprocessing
         from ..tasks.ecg import load_beats
-        beats = load_beats(w, list(rr), EcgPreprocessing.from_config(manifest["preprocessing"]), progress=False)
+        beats = load_beats(w, list(rr), EcgPreprocessing.from_config(manifest["preprocessing"]), progress=progress)
         w, rr = beats.windows, beats.rr
     w, rr = _spread(w), _spread(rr)
     return [{"window": w[i:i + 250], "rr": rr[i:i + 250]} for i in range(0, len(w), 250)]
 
 
-def _windows(calibration, manifest):
+def _windows(calibration, manifest, progress=False):
     """Balance windows ``[B, T, D]``: an array, a ``.npy`` file, or the data directory of the task."""
     X = calibration
     if isinstance(X, (str, Path)) and str(X).endswith(".npy"):
@@ -121,19 +121,19 @@ def _windows(calibration, manifest):
         from ..preprocess.balance import BalancePreprocessing
         from ..tasks.balance import load_windows
         X = load_windows(X, BalancePreprocessing.from_config(manifest["preprocessing"]), manifest["target"],
-                         progress=False).X
+                         progress=progress).X
     return _spread(X[None] if np.ndim(X) == 2 else X)  # one (T, D) sequence, or windows
 
 
-CALIBRATION = {
-    "beats": lambda c, m, init: _beats(c, m),
-    "windows": lambda c, m, init: [{"window": x} for x in np.array_split(_windows(c, m), 8)],
-    "sequence": lambda c, m, init: [{"x": x, **{k: np.broadcast_to(v, (len(x), len(v))) for k, v in init.items()}}
-                                    for x in np.array_split(_windows(c, m), 8) if len(x)],
+CALIBRATION = {  # (calibration, manifest, initial states, progress lines on stderr) -> feed batches
+    "beats": lambda c, m, init, pr: _beats(c, m, pr),
+    "windows": lambda c, m, init, pr: [{"window": x} for x in np.array_split(_windows(c, m, pr), 8)],
+    "sequence": lambda c, m, init, pr: [{"x": x, **{k: np.broadcast_to(v, (len(x), len(v))) for k, v in init.items()}}
+                                        for x in np.array_split(_windows(c, m, pr), 8) if len(x)],
 }
 
 
-def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=None) -> Path:
+def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=None, progress: bool = False) -> Path:
     """Export the trained bundle at ``bundle_path`` to ``out_dir`` in ``fmt`` (``FORMATS``),
     float32 or int8. ``calibration`` (int8, when the description leaves ranges open): for beat
     models ``(windows, rr)`` or ``(data_dir, records)``; for balance models windows or the data
@@ -153,7 +153,7 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
         raise EdgeseqError(f"bundle {src} is already an exported bundle ({manifest['runtime'].get('format')})")
     fam = family(manifest)
     graphs, ctx = _prepare(manifest, bundle.arrays, fam, int8=int8, calibration=calibration,
-                           traces_all=FORMATS[fmt].traces_all)
+                           traces_all=FORMATS[fmt].traces_all, progress=progress)
     with tempfile.TemporaryDirectory(prefix="edgeseq_export_") as work:
         lowered, form = FORMATS[fmt].lower(graphs, int8, ctx)
         paths = {name: Path(work) / name for name, _ in lowered.values()}
@@ -171,21 +171,26 @@ def export(bundle_path, out_dir, *, fmt: str, int8: bool = False, calibration=No
         return write_bundle(Path(out_dir), manifest, ctx["initial"], files=paths)
 
 
-def _prepare(manifest, arrays, fam, *, int8: bool, calibration, traces_all: bool) -> tuple[dict, dict]:
+def _prepare(manifest, arrays, fam, *, int8: bool, calibration, traces_all: bool,
+             progress: bool = False) -> tuple[dict, dict]:
     """The window and step graphs (int8: quantized at calibrated ranges) and what a lowering needs
-    beside them: the initial states, the window length, the calibration feeds."""
+    beside them: the initial states, the window length, the calibration feeds. ``progress``: lines
+    on stderr while the calibration data are read and run (records, then batches)."""
     from ..graph.quantize import calibrate, quantize
+    from ..progress import Progress
 
     graphs = {form: fam.describe(manifest, arrays, form) for form in ("window", "step")}
     init = fam.initial(arrays)
-    ctx = {"feeds": lambda: _calibration(calibration, manifest, init, fam), "initial": init, "n": 0,
+    ctx = {"feeds": lambda: _calibration(calibration, manifest, init, fam, progress), "initial": init, "n": 0,
            "window_length": None if fam.interface == "sequence" else graphs["window"].shapes[graphs["window"].inputs[0]][1]}
     # the C fixed-point form traces every tensor's range; the others only the q nodes left open
     if int8 and (traces_all or any(n.op == "q" and n.attrs["fixed"] is None for n in graphs["window"].walk())):
         batches = ctx["feeds"]()
         ctx["n"] = sum(len(next(iter(f.values()))) for f in batches)
         ctx["feeds"] = lambda: batches
-        graphs = {k: quantize(v, calibrate(graphs["window"], batches)) for k, v in graphs.items()}
+        ranges = calibrate(graphs["window"], batches,
+                           progress=Progress("int8 calibration (batches)", len(batches), enabled=progress))
+        graphs = {k: quantize(v, ranges) for k, v in graphs.items()}
     elif int8:
         graphs = {k: quantize(v, {}) for k, v in graphs.items()}
     return graphs, ctx
@@ -202,8 +207,8 @@ def fixed_program(bundle_path, calibration):
                               traces_all=True))
 
 
-def _calibration(calibration, manifest, init, fam):
+def _calibration(calibration, manifest, init, fam, progress: bool = False):
     if calibration is None:
         raise EdgeseqError("int8 export of this model needs calibration data (--calibration): "
                            "real inputs set its activation ranges")
-    return CALIBRATION[fam.interface](calibration, manifest, init)
+    return CALIBRATION[fam.interface](calibration, manifest, init, progress)

@@ -41,9 +41,9 @@ def _q_nodes(g: Graph):
     return [n for n in g.walk() if n.op == "q"]
 
 
-def calibrate(g: Graph, batches) -> dict:
+def calibrate(g: Graph, batches, progress=None) -> dict:
     """``{q tensor: (max |x|, quantile |x|)}`` over ``batches`` (an iterable of feed dicts), for
-    the ``q`` nodes whose scale the description left open."""
+    the ``q`` nodes whose scale the description left open. ``progress(done)`` after each batch."""
     open_ = {n.outputs[0] for n in _q_nodes(g) if n.attrs["fixed"] is None}
     top = {k: 0.0 for k in open_}
     kept: dict = {k: [] for k in open_}
@@ -56,8 +56,10 @@ def calibrate(g: Graph, batches) -> dict:
             if sum(map(len, kept[name])) > 4 * _KEEP:  # a long loop: thin what is kept, evenly
                 kept[name] = [np.concatenate(kept[name])[::2]]
 
-    for feeds in batches:
+    for i, feeds in enumerate(batches):
         run(g, feeds, observe=observe)
+        if progress:
+            progress(i + 1)
     out = {}
     for k in open_:
         vals = np.concatenate(kept[k]) if kept[k] else np.zeros(1)

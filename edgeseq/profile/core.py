@@ -19,25 +19,40 @@ from ..models import family
 from ..errors import EdgeseqError
 
 RUNTIMES = ("onnx", "tflite", "tflm", "numpy", "c")
-#: Rows of the comparison table: (label, path into the result, unit).
+#: Rows of the tables: (label, path into the result, unit). Byte counts in one binary unit per
+#: quantity, named in the label: KiB (1,024 bytes) for files and arenas, MiB for process memory.
 METRICS = (
-    ("window p50", ("latency_us", "window", "p50"), "us"),
-    ("window p99", ("latency_us", "window", "p99"), "us"),
-    ("window max", ("latency_us", "window", "max"), "us"),
-    ("step p50", ("latency_us", "step", "p50"), "us"),
-    ("step p99", ("latency_us", "step", "p99"), "us"),
+    ("window p50 (us)", ("latency_us", "window", "p50"), "us"),
+    ("window p99 (us)", ("latency_us", "window", "p99"), "us"),
+    ("window max (us)", ("latency_us", "window", "max"), "us"),
+    ("step p50 (us)", ("latency_us", "step", "p50"), "us"),
+    ("step p99 (us)", ("latency_us", "step", "p99"), "us"),
     ("windows/s", ("throughput", "windows_per_s"), ""),
     ("windows/s batched", ("throughput", "batched_windows_per_s"), ""),
+    ("batch (windows/call)", ("batch",), ""),
     ("samples/s streaming", ("throughput", "samples_per_s"), ""),
-    ("model size", ("size_bytes",), "B"),
+    ("model size (KiB)", ("size_bytes",), "KiB"),
     ("parameters", ("params",), ""),
     ("MACs/step", ("macs_per_step",), ""),
     ("MACs/window", ("macs_per_window",), ""),
-    ("peak RSS", ("peak_rss_bytes",), "B"),
-    ("RSS due to model", ("model_rss_bytes",), "B"),
-    ("ORT peak in use", ("ort_memory", "peak_in_use_bytes"), "B"),
-    ("TFLM arena", ("arena_bytes",), "B"),
+    ("peak RSS (MiB)", ("peak_rss_bytes",), "MiB"),
+    ("RSS due to model (MiB)", ("model_rss_bytes",), "MiB"),
+    ("ORT peak in use (KiB)", ("ort_memory", "peak_in_use_bytes"), "KiB"),
+    ("TFLM arena (KiB)", ("arena_bytes",), "KiB"),
     ("efficiency", ("efficiency",), "%"),
+)
+#: The RSS breakdown (MiB): what each stage of the profile added, then what backs the pages at
+#: the end (``rss_parts``). ``model_rss_bytes`` is load + first calls + timed calls: what the model
+#: costs a device that runs one window at a time.
+RSS_STAGES = (("baseline", "python, numpy, edgeseq"), ("runtime_import", "+ runtime library import"),
+              ("model_load", "+ model load (sessions)"), ("first_calls", "+ first window and step"),
+              ("runs", "+ timed calls"), ("batched", "+ batched run"))
+RSS_ROWS = tuple((label, ("rss", "stages", key), "MiB") for key, label in RSS_STAGES) + (
+    ("= RSS at the end", ("rss", "end", "rss"), "MiB"),
+    ("  anonymous", ("rss", "end", "anonymous"), "MiB"),
+    ("  runtime library pages", ("rss", "end", "runtime_library"), "MiB"),
+    ("  other file pages", ("rss", "end", "other_files"), "MiB"),
+    ("  threads", ("rss", "end", "threads"), ""),
 )
 
 
@@ -90,14 +105,15 @@ def _random(spec: dict, steps: int, rng) -> np.ndarray:
 class _Runner:
     batched = None  # (callable running a batch of windows, its size), when the model takes one
 
-    def __init__(self, root: Path, m: dict, runtime: str, threads: int, steps: int, D: int):
+    def __init__(self, root: Path, m: dict, runtime: str, threads: int, steps: int, D: int, batch: int = 256,
+                 ort_options: dict | None = None):
         rng = np.random.default_rng(0)
         if runtime == "tflm":
             self._tflm(root, m, steps, rng)
             return
         from ..runtime import load
 
-        model = load(root, threads=threads)
+        model = load(root, threads=threads, ort_options=ort_options)
         rt = model.runtime
         self.rt = rt
         held = {k: np.abs(_random(rt["step_inputs"][k], steps, rng)) + 0.5 for k in model.held}
@@ -111,8 +127,8 @@ class _Runner:
         xs = [np.abs(_random(v, steps, rng)) + 0.5 if k in held else _random(v, steps, rng)
               for k, v in rt["inputs"].items()]
         self.window = lambda: model.logits(*xs)
-        big = [np.repeat(x, 256, 0) for x in xs]
-        self.batched = (lambda: model.logits(*big), 256)
+        big = [np.repeat(x, batch, 0) for x in xs]
+        self.batched = (lambda: model.logits(*big), batch)
 
     def _tflm(self, root: Path, m: dict, steps: int, rng):
         """Every input of the window and step files, in file order, through tflite-micro."""
@@ -182,6 +198,51 @@ def _peak_rss_bytes() -> int:
     return int(r if sys.platform == "darwin" else r * 1024)
 
 
+#: Runtime -> substrings of the paths of its shared libraries (``rss_parts``'s runtime_library).
+RUNTIME_LIBRARIES = {"onnx": ("onnxruntime",), "tflite": ("ai_edge_litert", "tflite_runtime"),
+                     "tflm": ("tflite_micro",), "c": ("edgeseq/c/",), "numpy": ()}
+
+
+def rss_parts(runtime: str | None = None) -> dict | None:
+    """This process's resident memory by what backs it, in bytes, from ``/proc/self/smaps`` (None
+    where there is none: not Linux). ``anonymous``: every page no file backs (heap, arenas, thread
+    stacks, Python objects and arrays, the vdso) and the library pages written at load
+    (relocations); ``runtime_library``: the
+    runtime's shared-library pages mapped and touched (``RUNTIME_LIBRARIES``), ``other_files``:
+    every other file's (the interpreter, numpy's libraries, libc...). File pages not written are
+    clean: shared with other processes and dropped under memory pressure, unlike anonymous ones.
+    ``peak``: the highest RSS of the process so far; ``threads``: its thread count."""
+    try:
+        with open("/proc/self/smaps") as f:
+            text = f.read()
+    except OSError:
+        return None
+    tokens = RUNTIME_LIBRARIES.get(runtime or "", ())
+    out = {"rss": 0, "anonymous": 0, "runtime_library": 0, "other_files": 0, "threads": None, "peak": None}
+    path = ""
+    for line in text.splitlines():
+        head, _, rest = line.partition(":")
+        if " " in head:  # a mapping's first line: address range, permissions, ..., path
+            parts = line.split(None, 5)
+            path = parts[5] if len(parts) > 5 else ""
+            continue
+        if head in ("Rss", "Anonymous"):
+            b = int(rest.split()[0]) * 1024
+            out["rss"] += b if head == "Rss" else 0
+            if path.startswith("/"):  # a file's pages; those written (relocations) count as anonymous
+                out["runtime_library" if any(t in path for t in tokens) else "other_files"] += \
+                    b if head == "Rss" else -b
+    out["anonymous"] = out["rss"] - out["runtime_library"] - out["other_files"]
+    try:
+        with open("/proc/self/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        out["threads"] = int(status["Threads"])
+        out["peak"] = int(status["VmHWM"].split()[0]) * 1024  # the highest RSS so far
+    except (OSError, KeyError, ValueError):
+        pass
+    return out
+
+
 # ---- machine -----------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -222,17 +283,26 @@ def matmul_peak_macs(threads: int = 1) -> float:
 
 # ---- onnxruntime's own memory profile --------------------------------------------------------
 
-def ort_memory(path: Path, feed: dict, threads: int, runs: int = 5) -> dict:
-    """Peak bytes in use and arena held, from onnxruntime's profiler over a few runs, and the
-    initializer bytes its nodes read."""
+def _ort_trace(path: Path, feed: dict, threads: int, runs: int, options: dict | None) -> list:
+    """onnxruntime's profiler events (Chrome trace) of a session of its own over ``runs`` runs."""
     from ..runtime.onnx_backend import open_session
 
     with tempfile.TemporaryDirectory(prefix="edgeseq_ort_prof_") as d:
-        s = open_session(path, threads, profile_prefix=str(Path(d) / "ort"))
+        s = open_session(path, threads, profile_prefix=str(Path(d) / "ort"), options=options)
         names = [i.name for i in s.get_inputs()]
         for _ in range(runs):
             s.run(None, {k: feed[k] for k in names})
-        events = json.loads(Path(s.end_profiling()).read_text())
+        try:
+            return json.loads(Path(s.end_profiling()).read_text())
+        except (OSError, ValueError) as exc:
+            raise EdgeseqError(f"onnxruntime's profile of {path} could not be read: {exc}") from None
+
+
+def ort_memory(path: Path, feed: dict, threads: int, runs: int = 5, options: dict | None = None) -> dict:
+    """Peak bytes in use and arena held, from onnxruntime's profiler over a few runs, and the
+    initializer bytes its nodes read. Its session has the arena on whatever ``options`` say: only
+    the arena counts bytes in use (without it the profiler reports zeros)."""
+    events = _ort_trace(path, feed, threads, runs, {**(options or {}), "enable_cpu_mem_arena": True})
     peak = held = 0
     params = {}
     for e in events:
@@ -246,6 +316,66 @@ def ort_memory(path: Path, feed: dict, threads: int, runs: int = 5) -> dict:
     return {"peak_in_use_bytes": peak, "arena_held_bytes": held, "node_parameter_bytes": sum(params.values())}
 
 
+#: --ort-profile: profiled calls per model after warm-up ones. A window of the ECG ESN is a Scan
+#: of 126 steps, about 1,000 events a call: a few dozen calls give stable shares in a few MB.
+ORT_PROFILE_RUNS, ORT_PROFILE_WARMUP, ORT_PROFILE_TOP = 20, 5, 10
+
+
+def ort_ops(events: list, skip_runs: int = 0) -> dict:
+    """Time per op type and per node from onnxruntime's profiler ``events``, over the runs after
+    the first ``skip_runs``. A node's time is its self time: a Scan's or Loop's body runs as nodes
+    of their own inside its span, so the loop node keeps only the time outside them, and the
+    shares add up to the kernels' part of the model's time; the rest is the executor's own."""
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[skip_runs:]
+    if not runs:
+        return {"runs": 0, "model_us_per_run": None, "kernels_share": None, "ops": [], "nodes": []}
+    start = runs[0]["ts"]
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+                    and e["ts"] >= start), key=lambda e: (e.get("tid"), e["ts"], -e["dur"]))
+    self_us = [float(e["dur"]) for e in nodes]
+    stack: list = []  # indices of the nodes whose span holds the current one (same thread)
+    for i, e in enumerate(nodes):
+        while stack and (nodes[stack[-1]].get("tid") != e.get("tid")
+                         or nodes[stack[-1]]["ts"] + nodes[stack[-1]]["dur"] <= e["ts"]):
+            stack.pop()
+        if stack:
+            self_us[stack[-1]] -= e["dur"]
+        stack.append(i)
+    total = float(sum(r["dur"] for r in runs))
+    by_op, by_node = {}, {}
+    for e, t in zip(nodes, self_us):
+        op = (e.get("args") or {}).get("op_name", "?")
+        name = e["name"].removesuffix("_kernel_time")
+        a = by_op.setdefault(op, [0.0, set()])
+        a[0] += t
+        a[1].add(name)
+        b = by_node.setdefault(name, [0.0, op, 0])
+        b[0] += t
+        b[2] += 1
+    n = len(runs)
+    ops = [{"op": k, "us_per_run": v[0] / n, "share": v[0] / total, "nodes": len(v[1])}
+           for k, v in sorted(by_op.items(), key=lambda kv: -kv[1][0])]
+    top = [{"node": k, "op": v[1], "us_per_run": v[0] / n, "share": v[0] / total, "calls_per_run": v[2] / n}
+           for k, v in sorted(by_node.items(), key=lambda kv: -kv[1][0])[:ORT_PROFILE_TOP]]
+    return {"runs": n, "model_us_per_run": total / n, "kernels_share": sum(self_us) / total, "ops": ops,
+            "nodes": top}
+
+
+def ort_profile_of(root: Path, rt: dict, steps: int, threads: int, options: dict | None) -> dict:
+    """``ort_ops`` of the window model and of the step model, each in a profiled session of its
+    own (``ORT_PROFILE_RUNS`` calls after ``ORT_PROFILE_WARMUP``)."""
+    out = {}
+    for key, what, spec in (("model", "window", "inputs"), ("step", "step", "step_inputs")):
+        if not rt.get(key):
+            continue
+        rng = np.random.default_rng(0)
+        feed = {k: np.abs(_random(v, steps, rng)) + 0.5 if k in rt["held"] else _random(v, steps, rng)
+                for k, v in rt[spec].items()}
+        events = _ort_trace(root / rt[key], feed, threads, ORT_PROFILE_WARMUP + ORT_PROFILE_RUNS, options)
+        out[what] = ort_ops(events, skip_runs=ORT_PROFILE_WARMUP)
+    return out
+
+
 # ---- the profile ---------------------------------------------------------------------------------
 
 #: Set in the child process that runs tflite-micro (see ``_tflm_in_child``).
@@ -253,14 +383,14 @@ TFLM_CHILD_ENV = "EDGESEQ_TFLM_CHILD"
 
 
 def _tflm_in_child(root: Path, threads: int, n: int, arena: bool, window_steps: int | None,
-                   timeout_s: float = 3600.0) -> dict:
+                   timeout_s: float = 3600.0, warmup: int = 50) -> dict:
     """The whole tflite-micro profile in a child process. tflite-micro, given a damaged or hostile
     .tflite, may abort or segfault instead of raising; in-process that kills edgeseq with a signal
     (even after the arena search's own subprocess had failed cleanly), here it becomes one line."""
     import signal
 
     cmd = [sys.executable, "-m", "edgeseq", "profile", str(root), "--runtime", "tflm", "--threads", str(threads),
-           "--n", str(n), "--json", "-"] + ([] if arena else ["--no-arena"]) \
+           "--n", str(n), "--warmup", str(warmup), "--json", "-"] + ([] if arena else ["--no-arena"]) \
         + (["--window-steps", str(window_steps)] if window_steps else [])
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
@@ -286,7 +416,12 @@ def _tflm_in_child(root: Path, threads: int, n: int, arena: bool, window_steps: 
 
 
 def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int = 1000, warmup: int = 50,
-                   arena: bool = True, window_steps: int | None = None) -> dict:
+                   batch: int = 256, arena: bool = True, window_steps: int | None = None, ort_profile: bool = False,
+                   ort_options: dict | None = None, progress=None) -> dict:
+    """The profile of the bundle at ``path`` (see the package docstring). ``batch``: windows per
+    call of the batched throughput; ``ort_profile``: onnxruntime's per-op times (ONNX only);
+    ``ort_options``: session options over the runtime's board default (ONNX only);
+    ``progress(done, total, note=...)`` is called after each stage."""
     root = Path(path)
     m = read_manifest(root)
     family(m)  # a task and model this edgeseq knows, else one line
@@ -299,32 +434,66 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
     if runtime not in allowed:
         raise EdgeseqError(f"bundle {root} is {fmt}: it runs on {' or '.join(allowed)}, not {runtime}"
                            + ("; export it first (edgeseq export)" if fmt == "numpy" else ""))
+    if runtime != "onnx" and (ort_profile or ort_options is not None):
+        raise EdgeseqError(f"--ort-profile and --ort-arena are onnxruntime's: bundle {root} runs on {runtime}")
     if n < 10:
         raise EdgeseqError(f"--n must be at least 10 calls, got {n}")
+    if warmup < 0 or batch < 1:
+        raise EdgeseqError(f"--warmup must be >= 0 and --batch >= 1, got {warmup} and {batch}")
     load_bundle(root)  # hashes checked before anything is timed
     if runtime == "tflm" and os.environ.get(TFLM_CHILD_ENV) != "1":
-        return _tflm_in_child(root, threads, n, arena, window_steps)
+        return _tflm_in_child(root, threads, n, arena, window_steps, warmup=warmup)
+    stages = ["load", "window calls", "step calls", "batched calls", "matmul peak"] \
+        + (["onnxruntime memory"] if runtime == "onnx" else []) + (["per-op profile"] if ort_profile else []) \
+        + (["tflite-micro arena"] if arena and runtime in ("tflite", "tflm") else [])
+    done = iter(range(1, len(stages) + 1))
+
+    def tick():
+        i = next(done)
+        if progress:
+            progress(i, len(stages), note=stages[i - 1])
+
     steps, D, samples = _window_shape(m, root, window_steps)
+    mem = {"baseline": _rss_bytes()}
     _import_runtime(runtime)  # the runtime library's own footprint is not the model's
-    rss0 = _rss_bytes()
-    runner = _Runner(root, m, runtime, threads, steps, D)
+    mem["runtime_import"] = _rss_bytes()
+    runner = _Runner(root, m, runtime, threads, steps, D, batch, ort_options)
+    mem["model_load"] = _rss_bytes()
+    runner.window()
+    runner.step()
+    mem["first_calls"] = _rss_bytes()
+    tick()
     lat_w = _time(runner.window, n, warmup)
+    tick()
     lat_s = _time(runner.step, max(n, 10), warmup)
+    mem["runs"] = _rss_bytes()
+    tick()
     batched = None
     if runner.batched:
         fn, b = runner.batched
         t = _time(fn, 5, 1)
         batched = b / (np.median(t) / 1e9)
-    rss1 = _rss_bytes()
+    mem["batched"] = _rss_bytes()
+    tick()
+    parts = rss_parts(runtime)
+    keys = [k for k, _ in RSS_STAGES]
+    rss = {"unit": "bytes", "stages": {k: int(mem[k] - (mem[keys[i - 1]] if i else 0)) for i, k in enumerate(keys)},
+           "end": parts or {"rss": int(mem["batched"])}}
     stats = model_stats(runner.rt, steps)
     files = _files(root, m)
     w, s = _stats_us(lat_w), _stats_us(lat_s)
     fs = float(m.get("sample_rate") or 0.0)
     peak = matmul_peak_macs(threads)
+    tick()
+    options = None
+    if runtime == "onnx":
+        from ..runtime.onnx_backend import resolve_options
+
+        options = resolve_options(threads, ort_options)
     out = {
         "bundle": str(root), "task": m["task"], "runtime": runtime,
         "precision": runner.rt["precision"],
-        "threads": int(threads), "n": int(n), "warmup": int(warmup),
+        "threads": int(threads), "n": int(n), "warmup": int(warmup), "batch": runner.batched[1] if batched else None,
         "window": {"steps": steps, "inputs": D, "samples": samples, "sample_rate": fs},
         "latency_us": {"window": w, "step": s},
         "throughput": {"windows_per_s": 1e6 / w["mean"], "steps_per_s": 1e6 / s["mean"],
@@ -335,8 +504,10 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
         # TFLite sequence model); the step model (if any) is listed in files
         "size_bytes": int(files[rt.get("model") or rt["step"]] if rt else sum(files.values())), "files": files,
         **stats,
-        "peak_rss_bytes": _peak_rss_bytes(), "model_rss_bytes": int(max(rss1 - rss0, 0)),
-        "ort_memory": None, "arena_bytes": None, "arena": None,
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "model_rss_bytes": int(max(sum(rss["stages"][k] for k in ("model_load", "first_calls", "runs")), 0)),
+        "rss": rss, "ort_options": options,
+        "ort_memory": None, "ort_profile": None, "arena_bytes": None, "arena": None,
         "peak_macs_per_s": peak,
         "efficiency": (stats["macs_per_window"] / (w["p50"] / 1e6)) / peak if peak == peak else None,
         "machine": machine(),
@@ -345,13 +516,18 @@ def profile_bundle(path, *, runtime: str | None = None, threads: int = 1, n: int
     if runtime == "onnx":
         rng = np.random.default_rng(0)
         out["ort_memory"] = ort_memory(root / rt["model"], {k: _random(v, steps, rng) for k, v in rt["inputs"].items()},
-                                       threads)
+                                       threads, options=ort_options) if rt.get("model") else None
+        tick()
+    if ort_profile:
+        out["ort_profile"] = ort_profile_of(root, rt, steps, threads, ort_options)
+        tick()
     if arena and runtime in ("tflite", "tflm"):
         from .tflm import arena_search
 
         out["arena"] = {k: arena_search(root / rt[k]) for k in ("model", "step") if rt.get(k)}
         sizes = [a["bytes"] for a in out["arena"].values() if a.get("bytes")]
         out["arena_bytes"] = max(sizes) if sizes else None
+        tick()
     return out
 
 
@@ -367,22 +543,52 @@ def _get(res: dict, path: tuple):
 
 
 def _fmt(v, unit: str) -> str:
+    """A number in the unit its row names (``METRICS``): no unit suffix, so a column never mixes
+    kB with MB."""
     if v is None:
         return "-"
     if unit == "%":
         return f"{100 * v:.1f}%"
-    if unit == "B":
-        return f"{v / 1024:.1f} kB" if v < 10 * 1024 ** 2 else f"{v / 1024 ** 2:.1f} MB"
+    if unit in ("KiB", "MiB"):
+        return f"{v / (1024 if unit == 'KiB' else 1024 ** 2):,.1f}"
     if unit == "us":
-        return f"{v:.1f} us"
+        return f"{v:,.1f}"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def _ops_lines(res: dict) -> list[str]:
+    """The per-op profile, with the profiled call's time beside the unprofiled p50: onnxruntime's
+    profiler costs microseconds per node event, so a model of many small nodes (a Scan's body, run
+    every step) reads slower under it; the shares still say where the time goes."""
+    lines = []
+    for what, p in res["ort_profile"].items():
+        if not p.get("runs"):
+            continue
+        p50 = _get(res, ("latency_us", what, "p50"))
+        lines.append(f"  onnxruntime ops, {what} model: {p['runs']} profiled calls of {p['model_us_per_run']:,.1f} us"
+                     + (f" (unprofiled p50 {p50:,.1f} us)" if p50 else "") + "; self time per call, share:")
+        for o in p["ops"][:ORT_PROFILE_TOP]:
+            nodes = f"{o['nodes']} node" + ("s" if o["nodes"] != 1 else "")
+            lines.append(f"    {o['op']:24}{o['us_per_run']:>12,.1f} us{100 * o['share']:>8.1f}%  ({nodes})")
+        lines.append(f"    {'(outside kernels)':24}{(1 - p['kernels_share']) * p['model_us_per_run']:>12,.1f} us"
+                     f"{100 * (1 - p['kernels_share']):>8.1f}%")
+    return lines
+
+
+W = 28  # label column
 
 
 def format_table(res: dict) -> str:
     lines = [f"{res['bundle']}: {res['task']} on {res['runtime']} ({res['precision']}), {res['threads']} thread(s), "
-             f"{res['n']} calls; window = {res['window']['steps']} steps"]
+             f"{res['n']} calls after {res.get('warmup', 50)} warm-up; window = {res['window']['steps']} steps"]
     for label, path, unit in METRICS:
-        lines.append(f"  {label:22}{_fmt(_get(res, path), unit):>14}")
+        lines.append(f"  {label:{W}}{_fmt(_get(res, path), unit):>14}")
+    if res.get("rss"):
+        lines.append("  RSS (MiB), added by each stage, then what backs it at the end:")
+        for label, path, unit in RSS_ROWS:
+            lines.append(f"  {label:{W}}{_fmt(_get(res, path), unit):>14}")
+    if res.get("ort_profile"):
+        lines += _ops_lines(res)
     lines.append(f"  machine: {res['machine']['cpu']}, matmul peak {res['peak_macs_per_s'] / 1e9:.1f} GMAC/s "
                  f"on {res['threads']} thread(s)")
     return "\n".join(lines)
@@ -391,22 +597,27 @@ def format_table(res: dict) -> str:
 def format_compare(results: list[dict]) -> str:
     names = [Path(r["bundle"]).name + f" ({r['runtime']})" for r in results]
     w = max(14, *(len(n) + 2 for n in names))
-    lines = [f"{'':22}" + "".join(f"{n:>{w}}" for n in names)]
-    for label, path, unit in METRICS:
+    lines = [f"{'':{W}}" + "".join(f"{n:>{w}}" for n in names)]
+    for label, path, unit in METRICS + RSS_ROWS:
         vals = [_get(r, path) for r in results]
         if all(v is None for v in vals):
             continue
-        lines.append(f"{label:22}" + "".join(f"{_fmt(v, unit):>{w}}" for v in vals))
+        lines.append(f"{label:{W}}" + "".join(f"{_fmt(v, unit):>{w}}" for v in vals))
+    for name, r in zip(names, results):
+        if r.get("ort_profile"):
+            lines += [f"{name}:", *_ops_lines(r)]
     return "\n".join(lines)
 
 
 def compare(paths, *, runtime: str | None = None, threads: int = 1, n: int = 1000, arena: bool = True,
-            progress=None) -> list[dict]:
+            progress=None, warmup: int = 50, batch: int = 256, ort_profile: bool = False,
+            ort_arena: bool = False) -> list[dict]:
     """Each bundle profiled in a fresh interpreter, so one model's memory does not count for the next."""
     results = []
     for i, p in enumerate(paths):
         cmd = [sys.executable, "-m", "edgeseq", "profile", str(p), "--threads", str(threads), "--n", str(n),
-               "--json", "-"]
+               "--warmup", str(warmup), "--batch", str(batch), "--json", "-"]
+        cmd += (["--ort-profile"] if ort_profile else []) + (["--ort-arena"] if ort_arena else [])
         if runtime:
             cmd += ["--runtime", runtime]
         if not arena:
