@@ -257,3 +257,137 @@ def test_device_restart_starts_a_new_stream(tmp_path, rec208, small_bundle):
     assert s["restarts"] == 1 and s["lost_samples"] == s["seq_gaps"] == s["lost_frames"] == 0
     assert s["predictions"] == 2 * one["predictions"] > 50
     assert s["beats_detected"] == 2 * one["beats_detected"]
+
+
+# ---- issue 16: a port that is not there, replay speed, balance trials ---------------------------
+
+def _serve_errors(capsys) -> list[str]:
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("serve: ")]
+
+
+def test_a_missing_port_is_named_then_waited_for_until_it_appears(tmp_path, rec208, small_bundle, capsys):
+    """A service started before its board: one line names the port and the ports that exist,
+    and serve connects when the device appears (here: the emulator, half a second later)."""
+    from edgeseq.bridge.link import available_ports
+
+    link = tmp_path / "ttyLater"
+    bridge = serve_mod.Bridge(str(link), small_bundle, give_up_s=1.0, quiet=True)
+    got, errors = {}, []
+
+    def serve_it():
+        try:
+            got.update(bridge.run())
+        except Exception as e:  # surfaced by the assertion below
+            errors.append(e)
+
+    th = threading.Thread(target=serve_it, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    emu = Emulator(load_source(rec208), link, speed=None, duration_s=20, connect_timeout_s=20, log=lambda m: None)
+    rep = emu.run()
+    th.join(timeout=30)
+    assert not th.is_alive() and not errors, errors
+    assert got["connects"] == 1 and got["samples"] == rep["samples"] == 20 * 360 and got["predictions"] > 10
+    lines = _serve_errors(capsys)
+    before = lines[:lines.index(f"serve: connected to {link}")]  # (the end of the stream is an outage too)
+    missing = [ln for ln in before if "does not exist" in ln]
+    ports = ", ".join(available_ports()) or "none found"
+    assert len(missing) == 1, lines  # said once, not once per retry (the next one is 30 s away)
+    assert missing[0].startswith(f"serve: {link} does not exist (serial ports here: {ports}); waiting for it")
+
+
+def test_a_mistyped_port_repeats_its_line_and_give_up_exits_2(tmp_path, small_bundle, capsys, monkeypatch):
+    port = str(tmp_path / "ttyACM9")
+    monkeypatch.setattr(serve_mod.Bridge, "WAITING_REPEAT_S", 0.3)
+    t0 = time.monotonic()
+    with pytest.raises(serve_mod.StreamFailed, match=r"never connected to .*ttyACM9: .*ttyACM9 does not exist "
+                                                     r"\(serial ports here: ") as e:
+        serve_mod.Bridge(port, small_bundle, give_up_s=1.0, quiet=True).run()
+    took = time.monotonic() - t0
+    assert e.value.summary["connects"] == 0 and e.value.summary["samples"] == 0
+    lines = _serve_errors(capsys)
+    # The back-off reaches the give-up after 1.0-1.6 s: a line at once, then one every 0.3 s.
+    assert 3 <= len(lines) <= took / 0.3 + 1, (took, lines)
+    assert all(ln.startswith(f"serve: {port} does not exist") for ln in lines), lines
+    # The CLI: the summary on stdout, exit 2, the waiting line once and the error line on stderr.
+    r = subprocess.run([sys.executable, "-m", "edgeseq", "serve", "--port", port, "--bundle", str(small_bundle),
+                        "--give-up", "0.5", "--quiet"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 2 and "does not exist" in err[0] and err[1].startswith("edgeseq: error: never connected")
+    assert json.loads(r.stdout)["connects"] == 0
+
+
+def _at_speed(tmp_path, source, bundle, speed, duration, **serve_kw):
+    link = tmp_path / f"tty{time.monotonic_ns()}"
+    emu = Emulator(load_source(source), link, speed=speed, duration_s=duration, connect_timeout_s=20,
+                   log=lambda m: None)
+    th = threading.Thread(target=emu.run, daemon=True)
+    th.start()
+    while not link.is_symlink() and th.is_alive():
+        time.sleep(0.01)
+    s = serve_mod.Bridge(str(link), bundle, **{"give_up_s": 0.5, "quiet": True, **serve_kw}).run()
+    th.join(timeout=30)
+    return s
+
+
+def test_faster_than_real_time_says_latency_is_backlog(tmp_path, rec208, small_bundle):
+    raw = tmp_path / "rec.raw"
+    fast = _at_speed(tmp_path, rec208, small_bundle, None, 120, record=str(raw))  # emulate --speed max
+    assert fast["realtime_factor"] > 5, fast["realtime_factor"]
+    import re
+
+    assert re.match(r"samples arrived \d+x faster than real time: latency includes queueing backlog",
+                    fast["latency_note"]), fast["latency_note"]
+    replay = serve_mod.serve(str(raw), small_bundle, quiet=True)
+    assert replay["realtime_factor"] > 5 and "queueing backlog" in replay["latency_note"]
+    assert replay["samples"] == fast["samples"] == 120 * 360
+    live = _at_speed(tmp_path, rec208, small_bundle, 1.0, 3)
+    assert 0.8 < live["realtime_factor"] < 1.25, live["realtime_factor"]
+    assert "latency_note" not in live
+
+
+def test_balance_serve_names_the_target_and_averages_the_trial(hbedb, score_bundle, tmp_path, capsys):
+    """A stream is one trial: each window's score comes with the trial's mean so far, and the
+    summary's trial score is what cv balance predicts for the trial (the mean of its windows)."""
+    import io
+
+    from edgeseq.tasks import balance
+
+    trial = hbedb / "BDS" / "data" / "BDS00007.txt"
+    out, shown = tmp_path / "bal.jsonl", io.StringIO()
+    s = _at_speed(tmp_path, f"hbedb:{trial}", score_bundle, None, None, out=str(out), quiet=False, stream=shown)
+    _, prep, est = balance.load_model(score_bundle)
+    X, _, _ = prep.windows(load_source(f"hbedb:{trial}").counts * 0.01)
+    want = est.predict(X)
+    assert s["target"] == "Best_T" and s["target_description"] == "Best_T (Mini-BESTest total, 0-28)"
+    assert s["trial"]["windows"] == len(want) == s["predictions"] == 11
+    np.testing.assert_allclose(s["trial"]["score"], want.mean(), atol=1e-4)
+    recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [r["target"] for r in recs] == ["Best_T"] * 11
+    np.testing.assert_allclose([r["trial"]["score"] for r in recs], np.cumsum(want) / np.arange(1, 12), atol=1e-4)
+    assert [r["trial"]["windows"] for r in recs] == list(range(1, 12))
+    lines = shown.getvalue().splitlines()
+    assert len(lines) == 11 and all(" Best_T " in ln and " trial " in ln for ln in lines), lines
+    assert lines[-1].endswith(f"trial {s['trial']['score']:.4g} (11 windows)")
+    assert "serve: Best_T (Mini-BESTest total, 0-28): a score per 10-s window every 5 s" in capsys.readouterr().err
+
+
+def test_balance_classifier_trial_is_the_label_of_the_mean(hbedb, tcn_condition_bundle):
+    """For a classifier the trial's label comes from the mean of the windows' outputs, as in cv."""
+    from edgeseq.bridge.pipelines import open_pipeline
+    from edgeseq.bridge.tracker import Block
+    from edgeseq.data.hbedb import list_trials, load_trial
+    from edgeseq.finite import decide
+    from edgeseq.tasks import balance
+
+    _, prep, est = balance.load_model(tcn_condition_bundle)
+    trial = load_trial(hbedb, list_trials(hbedb)[0])
+    pipe = open_pipeline(tcn_condition_bundle)
+    preds = pipe.feed(Block(first_index=0, samples=trial.forces, lost_before=0, device_time_us=0, arrival=0.0))
+    X, _, _ = prep.windows(trial.forces)
+    k, p = decide(est.decision_function(X).mean(axis=0, keepdims=True))
+    last = preds[-1].trial
+    assert last == pipe.summary()["trial"] and last["windows"] == len(X) == len(preds)
+    assert last["label"] == ["Firm", "Foam"][k[0]] and abs(last["score"] - p[0, k[0]]) < 1e-4
+    assert pipe.summary()["target_description"] == "surface (firm or foam surface, Firm / Foam)"

@@ -224,6 +224,28 @@ class FileLink:
             self._rec.close()
 
 
+def available_ports() -> list[str]:
+    """The serial ports pyserial finds on this machine now (USB, ACM and built-in UARTs, with
+    their /dev/serial/by-id links; not pseudo-terminals), for the line that says a port is not
+    there. Listing is best effort: a platform where it fails still gets the line, without names."""
+    try:
+        from serial.tools import list_ports
+
+        return sorted({p.device for p in list_ports.comports(include_links=True)})
+    except (ImportError, OSError):
+        return []
+
+
+def port_missing(port: str) -> str | None:
+    """Why ``port`` cannot be a serial port here, naming those that exist (None: it exists)."""
+    import os
+
+    ports = available_ports()
+    if os.path.exists(port) or port in ports:  # COM3 on Windows is no path
+        return None
+    return f"{port} does not exist (serial ports here: {', '.join(ports) if ports else 'none found'})"
+
+
 def open_link(port: str, **kw):
     """A regular file replays a recording; anything else is a serial port (which may not exist
     yet: the link waits for it)."""

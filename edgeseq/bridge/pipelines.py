@@ -27,10 +27,18 @@ class Prediction:
     score: float  # probability of ``label`` (softmax of the logits), or the regression value
     arrival: float  # perf_counter of the bytes that completed its input
     scores: list | None = None
+    trial: dict | None = None  # balance: the trial so far (every window served), see WindowPipeline
+
+
+#: What a balance bundle's ``target`` measures, for serve's lines (a user's own score column is
+#: named by its column alone). The scale's range comes from the manifest's ``score_range``.
+TARGET_NAMES = {"Best_T": "Mini-BESTest total", "Berg": "Berg Balance Scale", "BBS": "Berg Balance Scale",
+                "condition": "standing condition", "vision": "eyes open or closed", "surface": "firm or foam surface"}
 
 
 class _Base:
     channels = 1
+    target: str | None = None  # a balance bundle's target: what each window's score is, and the trial's
 
     def __init__(self, bundle_path, *, channel: int | None = None):
         self.path = bundle_path
@@ -60,6 +68,18 @@ class _Base:
         if self.channel is not None:
             return x[:, self.channel:self.channel + 1]
         return x
+
+    def describe_target(self) -> str | None:
+        """``Best_T (Mini-BESTest total, 0-28)``: the target, what it measures, its range."""
+        if self.target is None:
+            return None
+        about = [TARGET_NAMES[self.target]] if self.target in TARGET_NAMES else []
+        rng = self.manifest.get("score_range")
+        if rng:
+            about.append(f"{rng[0]:g}-{rng[1]:g}")
+        elif self.labels:
+            about.append(" / ".join(self.labels))
+        return f"{self.target} ({', '.join(about)})" if about else self.target
 
     def summary(self) -> dict:
         return {"predictions": self.predictions, "windows_dropped": self.windows_dropped,
@@ -164,7 +184,12 @@ class WindowPipeline(_Base):
     samples in, the output at the window's last step, windows of ``window_s`` every ``hop_s``) or a
     balance bundle (four corner forces in; the bundle's own windows, COP and input scaling; the mean
     of the step outputs, which is what its readout was trained on). Exported or not. Windows
-    holding a lost sample are dropped and counted."""
+    holding a lost sample are dropped and counted.
+
+    A balance stream is one trial: beside each window's output the pipeline keeps the trial's,
+    the mean of the outputs of every window so far (the mean score, or the label of the mean
+    decision values), which is how ``edgeseq cv balance`` scores a trial. A device restart does
+    not start a new trial: serve cannot tell a rebooted board from a new subject."""
 
     def __init__(self, bundle_path, *, threads: int = 1, channel: int | None = None,
                  window_s: float | None = None, hop_s: float | None = None):
@@ -184,6 +209,7 @@ class WindowPipeline(_Base):
             self.window, self.hop = prep.window, prep.hop
             self._inputs = lambda raw: prep.window_inputs(prep.cop(raw)[None])[0]
             self.channels = 4
+            self.target = str(m.get("target") or "score")
         else:
             self.window = max(1, int(round((window_s or 1.0) * self.sample_rate)))
             self.hop = max(1, int(round((hop_s or window_s or 1.0) * self.sample_rate)))
@@ -199,6 +225,7 @@ class WindowPipeline(_Base):
             self._mean_output = False
         if self.channel is not None and self.channels != 1:
             raise EdgeseqError(f"--channel picks one channel, but bundle {bundle_path} takes {self.channels}")
+        self._trial_sum, self._trial_n = None, 0  # outputs of the trial's windows, summed
         self.restart()
 
     def restart(self) -> list[Prediction]:
@@ -252,10 +279,35 @@ class WindowPipeline(_Base):
             self.nonfinite_outputs += 1
             return None
         self.predictions += 1
+        trial = self._add_to_trial(y) if self.target is not None else None
         if self.labels:
             k = int(k)
-            return Prediction(sample, self.labels[k], k, float(p[k]), arrival, [round(float(v), 4) for v in p])
-        return Prediction(sample, None, None, float(y[0]), arrival, [float(v) for v in y] if len(y) > 1 else None)
+            return Prediction(sample, self.labels[k], k, float(p[k]), arrival, [round(float(v), 4) for v in p], trial)
+        return Prediction(sample, None, None, float(y[0]), arrival, [float(v) for v in y] if len(y) > 1 else None,
+                          trial)
+
+    def _add_to_trial(self, y: np.ndarray) -> dict:
+        y = np.asarray(y, dtype=np.float64)
+        self._trial_sum = y.copy() if self._trial_sum is None else self._trial_sum + y
+        self._trial_n += 1
+        return self.trial()
+
+    def trial(self) -> dict | None:
+        """The trial so far: ``{"score", "windows"}``, and ``"label"`` (``score`` its probability)
+        for a classifier; None before the first window."""
+        if not self._trial_n:
+            return None
+        mean = self._trial_sum / self._trial_n
+        if not self.labels:
+            return {"score": round(float(mean[0]), 6), "windows": self._trial_n}
+        (k,), (p,) = decide(mean.reshape(1, -1))  # finite: every window added was
+        return {"label": self.labels[int(k)], "score": round(float(p[k]), 6), "windows": self._trial_n}
+
+    def summary(self) -> dict:
+        s = super().summary()
+        if self.target is not None:
+            s.update(target=self.target, target_description=self.describe_target(), trial=self.trial())
+        return s
 
     def _skip(self, gap: int) -> None:
         """A gap of at least a window: counted, never materialised (one CRC-valid frame can jump the

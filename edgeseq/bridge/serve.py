@@ -10,6 +10,10 @@ the model.
 Ends after ``duration_s``, at the end of a replayed recording, when the port has been gone for
 ``give_up_s``, on Ctrl-C, SIGTERM or SIGHUP; then prints one JSON summary line. Nothing is lost on the
 way out: the pipeline is flushed, the JSON lines and the raw recording are flushed and closed.
+
+A port that is not there is waited for (a board's USB device may appear after serve starts under
+systemd), but never silently: one stderr line at the first failure, naming the serial ports that
+do exist, repeated every ``WAITING_REPEAT_S``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ..outputs import Appender
 from . import protocol as P
 from .agreement import Agreement
 from .decoder import FrameDecoder, TextLineDecoder
-from .link import open_link
+from .link import open_link, port_missing
 from .pipelines import open_pipeline
 from .tracker import StreamTracker, TextTracker
 
@@ -64,10 +68,17 @@ class _Out:
             self.f.write_json(rec)
         if not self.quiet:
             what = rec["label"] if rec.get("label") is not None else f"{rec['score']:.4g}"
+            if rec.get("target"):
+                what = f"{rec['target']} {what}"
             t = rec.get("device_time_s")
             p = f"  p={rec['score']:.2f}" if rec.get("label") is not None else ""
             if rec.get("device_label") is not None:
                 p += f"  device={rec['device_label']}"
+            trial = rec.get("trial")
+            if trial:
+                n = trial["windows"]
+                p += (f"  trial {trial['label']} p={trial['score']:.2f}" if "label" in trial
+                      else f"  trial {trial['score']:.4g}") + f" ({n} window{'s' * (n != 1)})"
             print(f"sample {rec['sample']:>9}  t={t:10.3f}s  {what:>6}{p}" if t is not None
                   else f"sample {rec['sample']:>9}  {what}{p}", file=self.stream, flush=True)
 
@@ -111,6 +122,13 @@ class LatencyHistogram:
 class Bridge:
     """One serving session; :meth:`run` returns the summary dict."""
 
+    #: While the port cannot be opened, the line saying so comes again this often: a service
+    #: waiting for a board that is never plugged in shows it in its journal, without a line per retry.
+    WAITING_REPEAT_S = 30.0
+    #: Samples arriving this many times faster than the device's clock (a replay, ``--speed max``)
+    #: wait behind each other on the host: the summary says its latency is not a live figure.
+    BACKLOG_FACTOR = 1.5
+
     def __init__(self, port: str, bundle, *, out=None, record=None, duration_s: float | None = None,
                  text: bool = False, rate: float | None = None, scale=None, offset=None,
                  channel: int | None = None, baudrate: int = 115200, give_up_s: float | None = None,
@@ -146,7 +164,8 @@ class Bridge:
                               give_up_s=give_up_s)
         self.ended: str | None = None
         self._t0 = time.perf_counter()
-        self._waiting_said = False
+        self._waiting_said_at: float | None = None  # when the "waiting for PORT" line last went out
+        self._span = [None, None, 0]  # first and latest block arrival, samples after the first block
 
     # ---- host to device ---------------------------------------------------------------------
     def _send(self, typ: int, payload: bytes = b"") -> None:
@@ -171,10 +190,14 @@ class Bridge:
         s = self.summary(time.perf_counter() - t0)
         if self.link.connects == 0 and self.ended != "interrupted":
             # Waiting was asked for (--give-up, --duration) and nothing ever came: that is a failure.
-            raise StreamFailed(f"never connected to {self.port}: {self.ended}", s)
+            raise StreamFailed(f"never connected to {self.port}: {port_missing(self.port) or self.ended}", s)
         return s
 
     def _loop(self) -> None:
+        pipe = self.pipeline
+        if pipe.target is not None:
+            self._status(f"{pipe.describe_target()}: a score per {pipe.window / pipe.sample_rate:g}-s window every "
+                         f"{pipe.hop / pipe.sample_rate:g} s; 'trial' is the mean of this stream's windows so far")
         self.link.start()
         deadline = None if self.duration_s is None else time.monotonic() + self.duration_s
         try:
@@ -218,13 +241,20 @@ class Bridge:
         print(f"serve: {msg}", file=sys.stderr, flush=True)
 
     def _say_waiting(self, now: float) -> None:
-        # Once per disconnection, after a second: the user should know why nothing happens.
-        if (self.link.connects == self.link.disconnects and not self._waiting_said
-                and now - self._t0 > 1.0 and self.link.last_error):
-            self._status(f"waiting for {self.port} ({self.link.last_error}); retrying with back-off")
-            self._waiting_said = True
-        elif self.link.connects > self.link.disconnects:
-            self._waiting_said = False
+        # At the first failed open of each outage, then every WAITING_REPEAT_S while it lasts: the
+        # user should know why nothing happens, and a mistyped --port should not look like a hang.
+        if self.link.connects > self.link.disconnects or not self.link.last_error:
+            self._waiting_said_at = None
+            return
+        if self._waiting_said_at is not None and now - self._waiting_said_at < self.WAITING_REPEAT_S:
+            return
+        missing = port_missing(self.port)
+        why = f"{missing}; waiting for it" if missing else f"waiting for {self.port} ({self.link.last_error})"
+        give_up = getattr(self.link, "give_up_s", None)
+        self._status(f"{why}, retrying with back-off"
+                     + (f" up to --give-up {give_up:g} s" if give_up is not None else "")
+                     + f" (this line again every {self.WAITING_REPEAT_S:g} s while it lasts)")
+        self._waiting_said_at = now
 
     def _maybe_ask_info(self) -> None:
         # Samples but no INFO (it was lost, or the host joined mid-stream): ask again, at most 5/s.
@@ -281,7 +311,33 @@ class Bridge:
         self._next_index = block.first_index + len(block.samples)
         if len(block.samples):
             self._anchor = (block.first_index, block.device_time_us)
+            span = self._span
+            if span[0] is None:
+                span[0] = block.arrival
+            else:  # device seconds between the first block's arrival and this one's, lost ones too
+                span[2] += len(block.samples) + block.lost_before
+            span[1] = block.arrival
         self._emit(self.pipeline.feed(block))
+
+    def _rate(self) -> float:
+        """The stream's sample rate: the device's INFO, a --text stream's --rate, or the bundle's."""
+        if getattr(self.tracker, "info", None) is not None:
+            return self.tracker.info.sample_rate
+        return self.pipeline.sample_rate or getattr(self.tracker, "sample_rate", 0.0)
+
+    def _realtime(self) -> dict:
+        """Device time over host time of the stream: about 1 live, far more for a replayed recording
+        or ``emulate --speed max``, whose latency then includes the wait behind earlier samples."""
+        first, last, n = self._span
+        fs = self._rate()
+        if first is None or last <= first or not n or not fs:
+            return {"realtime_factor": None}
+        f = n / fs / (last - first)
+        out = {"realtime_factor": round(f, 1)}
+        if f > self.BACKLOG_FACTOR:
+            out["latency_note"] = (f"samples arrived {f:.0f}x faster than real time: latency includes queueing "
+                                   f"backlog, not a live figure")
+        return out
 
     def _emit(self, preds, timed: bool = True) -> None:
         """``timed``: the predictions were completed by a frame's arrival. Beats completed by the
@@ -290,9 +346,7 @@ class Bridge:
         if not preds:
             return
         now_perf, now = time.perf_counter(), time.time()
-        fs = self.pipeline.sample_rate or getattr(self.tracker, "sample_rate", 0.0)
-        if getattr(self.tracker, "info", None) is not None:
-            fs = self.tracker.info.sample_rate
+        fs = self._rate()
         i0, t_us = self._anchor
         for p in preds:
             lat = (now_perf - p.arrival) * 1e3 if timed else None
@@ -302,6 +356,8 @@ class Bridge:
                    "device_time_s": round((t_us + (p.sample - i0) * 1e6 / fs) / 1e6, 6) if fs else None,
                    "host_time": round(now, 6), "label": p.label, "score": round(p.score, 6),
                    "latency_ms": None if lat is None else round(lat, 3)}
+            if p.trial is not None:
+                rec["target"], rec["trial"] = self.pipeline.target, p.trial
             if p.scores is not None and p.label is not None:
                 rec["probabilities"] = dict(zip(self.pipeline.labels, p.scores))
             if not self.text:
@@ -323,7 +379,10 @@ class Bridge:
         samples they carried (if any) cannot be counted, so the count is not claimed exact.
         ``device_predictions`` counts the device's own PREDICTION frames; ``agreement`` compares
         their labels with the host's for the same sample index (:class:`~.agreement.Agreement`), or
-        is None when the device sent no label (binary streams only)."""
+        is None when the device sent no label (binary streams only).
+        ``realtime_factor``: the stream's device seconds per host second (``latency_note`` when the
+        samples came faster than real time). A balance bundle adds its ``target`` and the ``trial``
+        (the mean of every window, :meth:`~.pipelines.WindowPipeline.trial`)."""
         d, t, ps = self.decoder, self.tracker.summary(), self.pipeline.summary()
         over = int(ps.get("overflow_samples", 0))
         s = {"frames": getattr(d, "frames", getattr(d, "lines", 0)), "crc_errors": getattr(d, "crc_errors", 0),
@@ -346,7 +405,7 @@ class Bridge:
                  latency_ms={"p50": None if p50 is None else round(p50, 3),
                              "p99": None if p99 is None else round(p99, 3),
                              "max": round(lat.max, 3) if lat.n else None},
-                 elapsed_s=round(elapsed, 3), ended=self.ended)
+                 **self._realtime(), elapsed_s=round(elapsed, 3), ended=self.ended)
         return s
 
 
