@@ -157,7 +157,8 @@ def cmd_train(args) -> int:
 
         out = balance.train(_balance_data(args), target=args.target, out=args.out, model=args.model,
                             seed=args.seed, params=_params(args.param), progress=not args.quiet,
-                            size=args.size, device=args.device)
+                            size=args.size, device=args.device, trials=parse_records(args.records))
+        print(balance.format_training(out))
         print(f"bundle: {out}")
         return 0
 
@@ -177,17 +178,85 @@ def cmd_evaluate(args) -> int:
     from .data.mitdb import parse_records
     from .tasks import ecg
 
-    _check_outputs(args.json, ".confusion.png")
     from .bundle import read_manifest
+    from .tasks.predict import runtime_label
 
-    read_manifest(args.bundle)  # before the --data note, so a mistake is the only line
+    manifest = read_manifest(args.bundle)  # before the --data note, so a mistake is the only line
+    if manifest.get("task") in EVALUATORS:
+        return EVALUATORS[manifest["task"]](args, manifest)
+    _check_outputs(args.json, ".confusion.png")
     records = parse_records(args.records)
-    rep = ecg.evaluate(args.bundle, _data_dir(args), records, beats=args.beats,
+    beats = args.beats or "reference"
+    rep = ecg.evaluate(args.bundle, _data_dir(args), records, beats=beats,
                        include_paced=args.include_paced, progress=not args.quiet)
     note = " (includes records the model was trained on: not an inter-patient figure)" \
         if rep["includes_training_records"] else ""
-    _publish(rep, f"{Path(args.bundle).name} on {len(rep['records'])} records, {args.beats} beats{note}",
-             args.json, f"{Path(args.bundle).name}, {args.beats} beats")
+    _publish(rep, f"{Path(args.bundle).name} on {len(rep['records'])} records, {beats} beats, "
+                  f"{runtime_label(manifest)}{note}",
+             args.json, f"{Path(args.bundle).name}, {beats} beats")
+    return 0
+
+
+def _evaluate_balance(args, manifest) -> int:
+    """``evaluate`` on a balance bundle: trials of the subjects it was not trained on, the table of
+    ``cv balance``, and its JSON and plot with ``--json``."""
+    from .data.mitdb import parse_records
+    from .tasks import balance
+    from .tasks.predict import runtime_label
+
+    for opt, given in (("--beats", args.beats is not None), ("--include-paced", args.include_paced)):
+        if given:
+            raise EdgeseqError(f"{opt} is for ECG bundles; {args.bundle} is a balance bundle")
+    if args.data is None:
+        raise EdgeseqError("evaluating a balance bundle needs --data DIR: the hbedb data set (e.g. "
+                           "../shared/data/hbedb) or a directory in the CSV layout of edgeseq.data.hbedb")
+    _check_outputs(args.json, ".confusion.png", ".subjects.png")
+    rep = balance.evaluate(args.bundle, args.data, parse_records(args.records), progress=not args.quiet)
+    note = " (includes subjects the model was trained on: not an inter-subject figure)" \
+        if rep["includes_training_subjects"] else ""
+    print(balance.format_report(rep, f"{Path(args.bundle).name}, {runtime_label(manifest)}{note}"))
+    if args.json:
+        from .plots import confusion_png, scores_png
+
+        path = write_json(args.json, rep, "--json")
+        title = f"{Path(args.bundle).name}, balance {rep['target']}, {rep['evaluation']}"
+        if "accuracy" in rep:
+            plot = confusion_png(rep, _beside(args.json, ".confusion.png"), title)
+        elif "baseline" in rep and rep["mae"] is not None:
+            plot = scores_png(rep, _beside(args.json, ".subjects.png"), title)
+        else:
+            plot = "none (the plot sets the model against the baseline, which needs the training trials)"
+        print(f"json: {path}\nplot: {plot}")
+    return 0
+
+
+#: ``evaluate`` per bundle task other than ECG (the ECG path above is the default).
+EVALUATORS = {"balance": _evaluate_balance}
+
+
+def cmd_predict(args) -> int:
+    """Labels for a record as the board computes them (``edgeseq.tasks.predict``)."""
+    from .data.mitdb import parse_records
+    from .tasks.predict import predict
+
+    summary = predict(args.bundle, args.data, parse_records(args.records), out=args.out, plot=args.plot,
+                      start_s=args.start, seconds=args.seconds, threads=args.threads, progress=not args.quiet)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Two bundles of one task on the same beats or trials, side by side (``edgeseq.tasks.compare``)."""
+    from .data.mitdb import parse_records
+    from .tasks.compare import compare, format_compare
+
+    if args.json:
+        check_target(args.json, "--json")
+    rep = compare(*args.compare, args.data, parse_records(args.records), beats=args.beats,
+                  include_paced=args.include_paced, progress=not args.quiet)
+    print(format_compare(rep))
+    if args.json:
+        print(f"json: {write_json(args.json, rep, '--json')}")
     return 0
 
 
@@ -247,7 +316,7 @@ def cmd_export(args) -> int:
             from .data.mitdb import parse_records, select_records
 
             calibration = (calibration, select_records(args.calibration, parse_records(args.records)))
-    out = export(args.bundle, args.out, fmt=args.format, int8=args.int8, calibration=calibration)
+    out = export(args.bundle, args.out, fmt=args.format, int8=args.int8, calibration=calibration, progress=True)
     files = read_manifest(out)["files"]
     sizes = ", ".join(f"{k} {v['bytes']:,} bytes" for k, v in files.items())
     print(f"exported {'int8' if args.int8 else 'float32'} {args.format} bundle: {out} ({sizes})")
@@ -313,20 +382,46 @@ def cmd_tune(args) -> int:
     return 0
 
 
+#: Options of train and cv that a task does not read, per command and task (refused, see
+#: _task_command); TASK_EPILOG says the same to a reader of --help.
+NOT_FOR_TASK = {"train": {"ecg": ("target",), "balance": ("include_paced",)},
+                "cv": {"ecg": ("target",), "balance": ("records", "include_paced", "folds")}}
+TASK_EPILOG = {
+    "train": "which options go with which task:\n"
+             "  ecg      --data DIR of WFDB records (default: the excerpt shipped with edgeseq),\n"
+             "           --records LIST, --include-paced\n"
+             "  balance  --data DIR and --target COLUMN (both required), --records (trial names)\n"
+             "  both     --model, --size, --device, --seed, --param, --out, --quiet\n"
+             "examples:\n"
+             "  edgeseq train ecg --model esn --data ../shared/data/mitdb --out ecg.bundle\n"
+             "  edgeseq train balance --model esn --data ../shared/data/hbedb --target Best_T --out best.bundle",
+    "cv": "which options go with which task:\n"
+          "  ecg      --data DIR of WFDB records (default: the excerpt shipped with edgeseq),\n"
+          "           --records LIST, --include-paced, --folds K\n"
+          "  balance  --data DIR and --target COLUMN (both required); one fold per subject\n"
+          "  both     --model, --size, --device, --seed, --param, --json, --quiet\n"
+          "examples:\n"
+          "  edgeseq cv ecg --model esn --data ../shared/data/mitdb --folds 5 --json cv.json\n"
+          "  edgeseq cv balance --model esn --data ../shared/data/hbedb --target condition --json bal.json",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import kinds  # the registry's families: what --model offers
 
-    p = _Parser(prog="edgeseq", description=__doc__.splitlines()[0])
+    p = _Parser(prog="edgeseq", description="Sequence models for physiological signals (ECG beats, balance-board "
+                                            "trials): train on a laptop, export, run on a small device.",
+                epilog="'edgeseq COMMAND --help' gives a command's options.")
     p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
 
     def data_args(sp, records_help):
         sp.add_argument("--data", metavar="DIR",
                         help="ecg: directory of WFDB records (default: the excerpt shipped with edgeseq); "
-                             "balance: the hbedb data set or a CSV-layout directory")
+                             "balance (required): the hbedb data set or a directory in its CSV layout")
         sp.add_argument("--records", metavar="LIST", help=records_help)
         sp.add_argument("--include-paced", action="store_true",
-                        help="allow paced records (102, 104, 107, 217), excluded by AAMI EC57 by default")
+                        help="ecg only: allow paced records (102, 104, 107, 217), excluded by AAMI EC57 by default")
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
     def model_args(sp):
@@ -342,12 +437,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--param", action="append", metavar="KEY=VALUE",
                         help="model hyper-parameter, repeatable, e.g. --param units=200 --param lr=0.5")
 
-    t = sub.add_parser("train", help="train a model and write a bundle",
-                       description="Train a model on annotated beats and write a bundle directory.")
+    t = sub.add_parser("train", help="train a model and write a bundle", epilog=TASK_EPILOG["train"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a model and write a bundle directory: ecg labels every heartbeat of "
+                                   "an ECG\n(AAMI classes, from annotated WFDB records); balance scores "
+                                   "balance-board trials\n(a clinical score or the standing condition, per "
+                                   "window).")
     t.add_argument("task", choices=["ecg", "balance"], help="what to predict")
     t.add_argument("--target", metavar="COLUMN",
-                   help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
-    data_args(t, "comma-separated record names (default: the DS1 records present in DIR)")
+                   help="balance only (required): a score column (Best_T, Berg, ...), condition, vision or surface")
+    data_args(t, "ecg: comma-separated record names (default: the DS1 records present in DIR); "
+                 "balance: trial names (default: every trial)")
     model_args(t)
     t.add_argument("--out", required=True, metavar="BUNDLE", help="bundle directory to write")
     t.set_defaults(func=cmd_train)
@@ -358,20 +458,66 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     data_args(e, "comma-separated record names (default: the records in DIR the bundle was not "
                  "trained on, or all of them if there are none)")
-    e.add_argument("--beats", choices=["reference", "detected"], default="reference",
-                   help="classify the annotated beats (default) or the beats the streaming detector finds")
+    e.add_argument("--beats", choices=["reference", "detected"],
+                   help="ECG: classify the annotated beats (default) or the beats the streaming detector finds")
     e.add_argument("--json", metavar="FILE", help="write the figures as JSON, and the plot beside it")
     e.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("cv", help="record-grouped cross-validation",
-                       description="Record-grouped K-fold cross-validation: no record in two folds.")
+    pd = sub.add_parser("predict", help="label a recording offline, as the board would",
+                        description="Label every beat of a WFDB record (or every window of a balance trial) "
+                                    "with the bundle's own streaming detector, preprocessing and runtime, as "
+                                    "'edgeseq serve' does on the board; numpy, a runtime and the bundle only. "
+                                    "A line per record and a JSON summary on stdout.")
+    pd.add_argument("bundle", metavar="BUNDLE", help="bundle directory (exported or trained)")
+    pd.add_argument("--data", required=True, metavar="DIR",
+                    help="directory of WFDB records (ECG) or the balance data set (hbedb or CSV layout)")
+    pd.add_argument("--records", required=True, metavar="LIST",
+                    help="comma-separated record names (ECG) or trial names (balance)")
+    pd.add_argument("--out", metavar="FILE.jsonl",
+                    help="JSON lines: one per beat (record, sample, time_s, label, confidence, probabilities, "
+                         "reference when the record is annotated) or per window and trial")
+    pd.add_argument("--plot", metavar="FILE.png",
+                    help="ECG: a rhythm strip on ECG paper with each beat's label and confidence (one file per "
+                         "record: FILE.REC.png when there are several); needs matplotlib")
+    pd.add_argument("--start", type=Range(0, 10 * 365 * 86400), metavar="S",
+                    help="ECG --plot: start of the strip in seconds (default 0)")
+    pd.add_argument("--seconds", type=Range(0, 300, lo_open=True), metavar="S",
+                    help="ECG --plot: length of the strip (default 10 s; longer ones wrap in rows of 10 s, "
+                         "at most 300 s)")
+    pd.add_argument("--threads", type=THREADS, default=1, help="runtime threads (default 1)")
+    pd.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    pd.set_defaults(func=cmd_predict)
+
+    cm = sub.add_parser("compare", help="two bundles of one task on the same data, side by side",
+                        description="Score two bundles of one task and label set (float and int8, two formats, "
+                                    "two families) on the same beats or trials: per-class Se and +P (ECG) or "
+                                    "MAE / accuracy (balance) of each and their difference, and how often "
+                                    "they give the same label.")
+    cm.add_argument("compare", nargs=2, metavar="BUNDLE", help="bundle A, then bundle B")
+    cm.add_argument("--data", required=True, metavar="DIR",
+                    help="directory of WFDB records (ECG) or the balance data set")
+    cm.add_argument("--records", metavar="LIST",
+                    help="records (ECG) or trials (balance); default: those bundle A was not trained on")
+    cm.add_argument("--beats", choices=["reference", "detected"], default="reference",
+                    help="ECG: the annotated beats (default) or the beats each bundle's detector finds")
+    cm.add_argument("--include-paced", action="store_true", help="ECG: allow paced records in --records")
+    cm.add_argument("--json", metavar="FILE", help="write both reports and the agreement as JSON")
+    cm.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    cm.set_defaults(func=cmd_compare)
+
+    c = sub.add_parser("cv", help="cross-validation grouped by patient (ECG records, balance subjects)",
+                       epilog=TASK_EPILOG["cv"],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Cross-validation grouped by patient: ecg is record-grouped K-fold (no "
+                                   "record in two\nfolds); balance is leave-one-subject-out, against a "
+                                   "sway-feature baseline.")
     c.add_argument("task", choices=["ecg", "balance"], help="what to predict")
     c.add_argument("--target", metavar="COLUMN",
-                   help="balance: a score column (Best_T, Berg, ...), condition, vision or surface")
-    data_args(c, "comma-separated record names (default: the DS1 records present in DIR)")
+                   help="balance only (required): a score column (Best_T, Berg, ...), condition, vision or surface")
+    data_args(c, "ecg only: comma-separated record names (default: the DS1 records present in DIR)")
     model_args(c)
     c.add_argument("--folds", type=FOLDS, metavar="K",
-                   help="number of folds (default: one per record, i.e. leave-one-record-out)")
+                   help="ecg only: number of folds (default: one per record, i.e. leave-one-record-out)")
     c.add_argument("--json", metavar="FILE", help="write the figures as JSON, and the plot beside it")
     c.set_defaults(func=cmd_cv)
 
@@ -394,7 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train and evaluate on the shipped MIT-BIH excerpt",
                        description="End to end on data shipped with edgeseq: train an ESN on some "
                                    "records, evaluate it on the others with the streaming detector.")
-    d.add_argument("--out", default="edgeseq-demo", metavar="DIR", help="output directory (default edgeseq-demo)")
+    # In the current directory, where the user looks for it (the README runs the demo from the
+    # repository root, whose .gitignore lists /edgeseq-demo/), not in a temporary directory.
+    d.add_argument("--out", default="edgeseq-demo", metavar="DIR",
+                   help="output directory (default: edgeseq-demo in the current directory)")
     d.add_argument("--test-records", default="208,209", metavar="LIST",
                    help="records held out for evaluation (default 208,209)")
     d.add_argument("--seed", type=SEED, default=0, help="seed (default 0)")
@@ -415,12 +564,23 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--window-steps", type=Range(1, 100_000, integer=True), metavar="T",
                     help="window length of a sequence bundle (default 100)")
     pr.add_argument("--no-arena", action="store_true", help="skip the tflite-micro arena search")
+    pr.add_argument("--warmup", type=Range(0, 1_000_000, integer=True), default=50, metavar="N",
+                    help="untimed calls of each kind before the timed ones (default 50)")
+    pr.add_argument("--batch", type=Range(1, 65_536, integer=True), default=256, metavar="B",
+                    help="windows per call of the batched throughput (default 256)")
+    pr.add_argument("--ort-profile", action="store_true",
+                    help="onnxruntime's per-op profile: time per op type and node, top ops with their share "
+                         "(ONNX bundles)")
+    pr.add_argument("--ort-arena", action="store_true",
+                    help="run onnxruntime with its CPU memory arena (the runtime's board default has none: faster "
+                         "big batches, but the arena keeps what the largest batch needed)")
     pr.add_argument("--json", metavar="FILE", help="write the figures as JSON ('-' = stdout, nothing else printed)")
     pr.add_argument("--plot", metavar="FILE.png", help="latency histogram and CDF")
     pr.add_argument("--ssh", metavar="USER@HOST",
                     help="profile on that board: copy, run there, bring the JSON back")
     pr.add_argument("--remote-python", default="python3", metavar="CMD",
                     help="python on the board (default python3)")
+    pr.add_argument("--ssh-config", metavar="FILE", help="--ssh: ssh config file (ssh -F): port, identity, known_hosts")
     pr.add_argument("--target", metavar="MCU",
                     help="build a C bundle (front end + model) for this microcontroller (cortex-m4) and run it "
                          "in an emulator: flash, RAM, instructions per beat and per second of signal")
@@ -459,7 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use channel C of a multi-channel stream")
     sv.add_argument("--window", type=WINDOW_S, metavar="S", help="window length for window models (default 1 s)")
     sv.add_argument("--hop", type=WINDOW_S, metavar="S", help="window hop for window models (default: --window)")
-    sv.add_argument("--give-up", type=SECONDS, metavar="S", help="exit when the port has been gone for S seconds")
+    sv.add_argument("--give-up", type=SECONDS, metavar="S",
+                    help="exit when the port has been gone for S seconds (status 2 if it never connected); "
+                         "default: wait for it, saying so on stderr every 30 s")
     sv.add_argument("--threads", type=THREADS, default=1, help="runtime threads (default 1)")
     sv.add_argument("--quiet", action="store_true", help="no prediction lines on stdout (summary only)")
     sv.set_defaults(func=cmd_serve)
@@ -535,8 +697,33 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     sg.add_argument("--key", required=True, metavar="KEY", help="secret key file (edgeseq keygen)")
     sg.set_defaults(func=cmd_sign)
-    for name in ("evaluate", "export", "profile", "serve"):
+
+    dp = sub.add_parser("deploy", help="install edgeseq and a bundle on a board over ssh, self-check, activate",
+                        description="From this machine to a board in one command: build the wheel, copy it and "
+                                    "the bundle over ssh into a new release, install it in a venv with the "
+                                    "runtime the bundle needs, self-check on the board (hashes, --trust, "
+                                    "latency), switch ~/edgeseq/current, and with --service run it as a "
+                                    "systemd user service. A failed deploy leaves the previous one running.")
+    dp.add_argument("host", metavar="[USER@]HOST", help="the board, as ssh names it")
+    dp.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle directory to deploy")
+    dp.add_argument("--port", metavar="PORT", help="--service: the board's serial port (e.g. /dev/ttyACM0)")
+    dp.add_argument("--venv", metavar="PATH", help="venv on the board (default ~/edgeseq/venv; relative: to the "
+                    "board's home)")
+    dp.add_argument("--service", action="store_true",
+                    help="install and (re)start a systemd user service running edgeseq serve on --port")
+    dp.add_argument("--trust", metavar="KEY.pub", help="the board accepts the bundle only if signed by this key "
+                    "(the key is copied; the service checks it too)")
+    dp.add_argument("--ssh-config", metavar="FILE", help="ssh config file (ssh -F): port, identity, known_hosts")
+    dp.add_argument("--wheel", metavar="FILE", help="install this edgeseq wheel instead of building one")
+    dp.add_argument("--status", action="store_true", help="show the board's current release and service state")
+    dp.add_argument("--logs", action="store_true", help="show the service's journal")
+    dp.add_argument("-n", "--lines", type=Range(1, 100_000, integer=True), default=50,
+                    help="--logs: lines (default 50)")
+    dp.set_defaults(func=cmd_deploy)
+    for name in ("evaluate", "export", "profile", "serve", "predict", "compare"):
         _bundle_command(sub.choices[name])
+    for name in NOT_FOR_TASK:
+        _task_command(sub.choices[name], NOT_FOR_TASK[name])
     return p
 
 
@@ -553,6 +740,28 @@ def cmd_sign(args) -> int:
     from .signing import sign
 
     print(f"signature: {sign(args.bundle, args.key)}")
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    from . import deploy as dp
+
+    if args.status or args.logs:
+        given = [o for o, v in (("BUNDLE", args.bundle), ("--port", args.port), ("--venv", args.venv),
+                                ("--service", args.service), ("--trust", args.trust), ("--wheel", args.wheel),
+                                ("--status and --logs", args.status and args.logs)) if v]
+        if given:
+            raise EdgeseqError(f"deploy {'--status' if args.status else '--logs'} takes only the host "
+                               f"(and --ssh-config{'' if args.status else ', -n'}), not {given[0]}")
+        if args.status:
+            print(dp.format_status(args.host, dp.status(args.host, ssh_config=args.ssh_config)))
+        else:
+            sys.stdout.write(dp.logs(args.host, args.lines, ssh_config=args.ssh_config))
+        return 0
+    if not args.bundle:
+        raise EdgeseqError("deploy needs [USER@]HOST BUNDLE (or --status / --logs HOST)")
+    dp.deploy(args.host, args.bundle, port=args.port, venv=args.venv, service=args.service, trust=args.trust,
+              ssh_config=args.ssh_config, wheel=args.wheel)
     return 0
 
 
@@ -576,6 +785,21 @@ def _bundle_command(sp) -> None:
             for b in [vars(args).get("bundle"), *(vars(args).get("compare") or [])]:
                 if b:
                     verify_bundle(b)
+        return func(args)
+
+    sp.set_defaults(func=run)
+
+
+def _task_command(sp, not_for: dict) -> None:
+    """``train``/``cv``: an option the chosen task does not read (``--target`` with ecg, ``--folds``
+    with cv balance) is refused before any work: dropped silently, it would look obeyed."""
+    func = sp.get_default("func")
+
+    def run(args):
+        for dest in not_for.get(args.task, ()):
+            if getattr(args, dest) not in (None, False):
+                raise EdgeseqError(f"--{dest.replace('_', '-')} does not apply to '{args.command} {args.task}' "
+                                   f"(see edgeseq {args.command} --help)")
         return func(args)
 
     sp.set_defaults(func=run)
@@ -641,13 +865,16 @@ def cmd_profile(args) -> int:
         from .profile.remote import check_host
 
         check_host(args.ssh)
+    elif args.ssh_config:
+        raise EdgeseqError("--ssh-config goes with --ssh USER@HOST")
     if args.compare:
         if args.ssh:
             raise EdgeseqError("--ssh profiles one bundle at a time")
         from .progress import Progress
 
         results = prof.compare(args.compare, runtime=args.runtime, threads=args.threads, n=args.n,
-                               arena=not args.no_arena,
+                               arena=not args.no_arena, warmup=args.warmup, batch=args.batch,
+                               ort_profile=args.ort_profile, ort_arena=args.ort_arena,
                                progress=Progress("profiling", len(args.compare), enabled=not to_stdout))
         payload = {"compare": results}
         text = prof.format_compare(results)
@@ -658,11 +885,18 @@ def cmd_profile(args) -> int:
         extra += ["--runtime", args.runtime] if args.runtime else []
         extra += ["--no-arena"] if args.no_arena else []
         extra += ["--window-steps", str(args.window_steps)] if args.window_steps else []
-        results = [profile_remote(args.ssh, args.bundle, extra, python=args.remote_python)]
+        extra += ["--warmup", str(args.warmup), "--batch", str(args.batch)]
+        extra += (["--ort-profile"] if args.ort_profile else []) + (["--ort-arena"] if args.ort_arena else [])
+        results = [profile_remote(args.ssh, args.bundle, extra, python=args.remote_python, config=args.ssh_config)]
         payload, text = results[0], f"on {args.ssh}:\n" + prof.format_table(results[0])
     else:
+        from .progress import Progress
+
         results = [prof.profile_bundle(args.bundle, runtime=args.runtime, threads=args.threads, n=args.n,
-                                       arena=not args.no_arena, window_steps=args.window_steps)]
+                                       arena=not args.no_arena, window_steps=args.window_steps,
+                                       warmup=args.warmup, batch=args.batch, ort_profile=args.ort_profile,
+                                       ort_options={"enable_cpu_mem_arena": True} if args.ort_arena else None,
+                                       progress=Progress("profile", 1, enabled=not to_stdout, every=True))]
         payload, text = results[0], prof.format_table(results[0])
     if to_stdout:
         print(dumps(payload))
@@ -724,8 +958,10 @@ def main(argv: list[str] | None = None) -> int:
                  "onnx": "export", "onnxruntime": "export", "serial": "device", "torch": "torch",
                  "optuna": "tune", "ray": "tune"}.get(exc.name)
         if extra:
+            from .errors import install_hint
+
             print(f"edgeseq: error: '{args.command}' needs {exc.name}, part of the '{extra}' extra: "
-                  f"pip install 'edgeseq[{extra}]'", file=sys.stderr)
+                  f"{install_hint(extra)}", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:

@@ -10,6 +10,12 @@ class EdgeseqError(Exception):
     """A problem with the user's input, reported as one line (exit status 2)."""
 
 
+def install_hint(extra: str) -> str:
+    """How to add an extra: edgeseq is not on PyPI, so from a checkout or from its wheel."""
+    return (f"pip install -e \".[{extra}]\" in a checkout, or pip install "
+            f"\"edgeseq-VERSION-py3-none-any.whl[{extra}]\"")
+
+
 class StreamFailed(EdgeseqError):
     """A ``serve`` run that failed after it started: the one line, and the summary of what it had
     counted by then, which the CLI prints before the line (nothing counted is lost with the run)."""

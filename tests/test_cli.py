@@ -179,3 +179,86 @@ def test_export_over_its_own_source_is_refused(tmp_path, small_bundle):
     proc = _run(["export", str(b), "--format", "onnx", "--out", str(b)])
     _one_line_error(proc, r"is the bundle being exported")
     assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+
+
+# ---- issue 16: help that shows every command, task-specific options, the demo's output ----------
+
+def _subcommands():
+    import argparse
+
+    from edgeseq.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices, {a.dest: a.help for a in sub._choices_actions}
+
+
+def test_top_level_help_lists_every_command_with_its_line():
+    """Derived from the parser: a command added without a help line (argparse then hides it from
+    the list under metavar COMMAND) fails here."""
+    import re
+
+    choices, helps = _subcommands()
+    assert set(helps) == set(choices) and all(helps.values()), set(choices) - {k for k, v in helps.items() if v}
+    out = _run(["--help"])
+    assert out.returncode == 0
+    for name, text in helps.items():
+        first = re.escape(" ".join(text.split()[:3]))
+        assert re.search(rf"^\s+{name}\s+{first}", out.stdout, re.M), (name, out.stdout)
+
+
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_train_and_cv_help_say_which_options_go_with_which_task(command, capsys, tmp_path):
+    from edgeseq.cli import NOT_FOR_TASK
+
+    choices, _ = _subcommands()
+    sp = choices[command]
+    text = sp.format_help()
+    epilog = text.split("which options go with which task:")[1]
+    rows = {ln.split()[0] for ln in epilog.split("examples:")[0].splitlines() if ln.startswith("  ")
+            and not ln.startswith("   ")}
+    assert rows == {"ecg", "balance", "both"}, rows
+    # Every option of the command is placed in the table (a new one cannot be left out of it) ...
+    opts = {s for a in sp._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    assert opts and all(o in epilog.split("examples:")[0] for o in opts), [o for o in opts if o not in epilog]
+    # ... and one the task does not read is refused, not dropped.
+    values = {"target": ["Best_T"], "records": ["101"], "folds": ["3"], "include_paced": []}
+    for task, dests in NOT_FOR_TASK[command].items():
+        for dest in dests:
+            out = ["--out", str(tmp_path / "b")] if command == "train" else []
+            assert main([command, task, "--data", str(tmp_path), f"--{dest.replace('_', '-')}", *values[dest],
+                         *out, "--quiet"]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"edgeseq: error: --{dest.replace('_', '-')} does not apply to '{command} {task}' "
+                           f"(see edgeseq {command} --help)"], err
+
+
+def test_demo_writes_where_git_ignores_it():
+    """The demo's default output lands in the current directory; run from the repository root (as
+    the README does) it is ignored by git, so the demo leaves ``git status`` clean."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    choices, _ = _subcommands()
+    out = Path(choices["demo"].get_default("out"))
+    assert not out.is_absolute()
+    for name in ("demo-evaluation.json", "demo-evaluation.confusion.png", "ecg-esn.bundle/manifest.json"):
+        r = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", str(out / name)], capture_output=True)
+        assert r.returncode == 0, (name, r.stderr)
+
+
+def test_mcu_sizes_are_printed_in_bytes():
+    """One size unit in the CLI's messages: bytes (export prints them so, and the budget error)."""
+    from edgeseq.profile.target import format_target
+
+    text = format_target({"target": "cortex-m4", "record": "208", "seconds": 300, "beats": 400,
+                          "flash_bytes": 88102, "ram_bytes": 49254,
+                          "sizes": {"text": 80000, "rodata": 8000, "data": 102, "ram_static": 47000,
+                                    "stack_high_water": 2254},
+                          "instructions_per_second": 1e6, "frontend_instructions_per_second": 5e5,
+                          "instructions_per_beat": 1234, "instructions_per_beat_max": 2000, "matches_host": True,
+                          "beats_match_python": True, "logits_max_diff": 0.0})
+    assert "flash 88,102 bytes" in text and "RAM   49,254 bytes" in text
+    assert "KiB" not in text and "kB" not in text

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..errors import EdgeseqError
+from ..errors import EdgeseqError, install_hint
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -24,8 +24,8 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise EdgeseqError("training LSTM and TCN models needs PyTorch: pip install 'edgeseq[torch]' "
-                           "(torch==2.13.0)") from None
+        raise EdgeseqError(f"training LSTM and TCN models needs PyTorch (torch==2.13.0): "
+                           f"{install_hint('torch')}") from None
     return torch
 
 

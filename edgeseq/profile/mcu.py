@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import EdgeseqError
+from ..errors import EdgeseqError, install_hint
 
 __all__ = ["TARGETS", "toolchain", "build", "sizes", "Machine"]
 
@@ -86,7 +86,7 @@ def toolchain() -> list[str]:
     gcc = shutil.which("arm-none-eabi-gcc")
     if gcc:
         return [gcc]
-    raise EdgeseqError('no C compiler for the MCU: pip install "edgeseq[mcu]" (ziglang, unicorn, pyelftools) '
+    raise EdgeseqError(f"no C compiler for the MCU: {install_hint('mcu')} (ziglang, unicorn, pyelftools), "
                        "or put arm-none-eabi-gcc on PATH")
 
 

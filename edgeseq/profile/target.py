@@ -144,18 +144,19 @@ def profile_target(bundle_path, *, target: str = "cortex-m4", data=None, record:
     for name, have, budget in (("flash", flash_bytes, flash), ("RAM", ram_bytes, ram)):
         if budget is not None and have > budget:
             raise EdgeseqError(f"{target}: the pipeline needs {have:,} bytes of {name}, over the budget of "
-                               f"{budget:,} (flash {flash_bytes:,}, RAM {ram_bytes:,}); try a smaller model")
+                               f"{budget:,} bytes (flash {flash_bytes:,}, RAM {ram_bytes:,}); try a smaller model")
     return out
 
 
 def format_target(res: dict) -> str:
-    kb = lambda b: f"{b / 1024:.1f} KiB"  # noqa: E731
+    """Sizes in bytes, as the CLI prints them everywhere (export, the budget error): one unit to
+    compare against a budget, not KiB in one place and bytes in the next."""
     return "\n".join([
         f"{res['target']}: front end + model on record {res['record']} ({res['seconds']:.0f} s, {res['beats']} beats)",
-        f"  flash {kb(res['flash_bytes'])}  (text {res['sizes']['text']:,} + rodata {res['sizes']['rodata']:,} "
-        f"+ data {res['sizes']['data']:,} bytes)",
-        f"  RAM   {kb(res['ram_bytes'])}  (data + bss {res['sizes']['ram_static']:,} + stack "
-        f"{res['sizes']['stack_high_water']:,} bytes)",
+        f"  flash {res['flash_bytes']:,} bytes  (text {res['sizes']['text']:,} + rodata {res['sizes']['rodata']:,} "
+        f"+ data {res['sizes']['data']:,})",
+        f"  RAM   {res['ram_bytes']:,} bytes  (data + bss {res['sizes']['ram_static']:,} + stack "
+        f"{res['sizes']['stack_high_water']:,})",
         f"  instructions per second of signal {res['instructions_per_second'] / 1e6:.2f} M "
         f"(front end {res['frontend_instructions_per_second'] / 1e6:.2f} M)",
         f"  instructions per beat (model) {res['instructions_per_beat'] or 0:,.0f} (max {res['instructions_per_beat_max'] or 0:,})",
