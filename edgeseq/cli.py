@@ -316,7 +316,8 @@ def cmd_export(args) -> int:
             from .data.mitdb import parse_records, select_records
 
             calibration = (calibration, select_records(args.calibration, parse_records(args.records)))
-    out = export(args.bundle, args.out, fmt=args.format, int8=args.int8, calibration=calibration, progress=True)
+    out = export(args.bundle, args.out, fmt=args.format, int8=args.int8, calibration=calibration,
+                 progress=not args.quiet)
     files = read_manifest(out)["files"]
     sizes = ", ".join(f"{k} {v['bytes']:,} bytes" for k, v in files.items())
     print(f"exported {'int8' if args.int8 else 'float32'} {args.format} bundle: {out} ({sizes})")
@@ -535,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--records", metavar="LIST",
                    help="calibration records (default: the DS1 records present in DIR)")
     x.add_argument("--out", required=True, metavar="OUT", help="exported bundle directory to write")
+    x.add_argument("--quiet", action="store_true", help="no calibration progress lines on stderr")
     x.set_defaults(func=cmd_export)
 
     d = sub.add_parser("demo", help="train and evaluate on the shipped MIT-BIH excerpt",

@@ -598,11 +598,14 @@ def format_compare(results: list[dict]) -> str:
     names = [Path(r["bundle"]).name + f" ({r['runtime']})" for r in results]
     w = max(14, *(len(n) + 2 for n in names))
     lines = [f"{'':{W}}" + "".join(f"{n:>{w}}" for n in names)]
-    for label, path, unit in METRICS + RSS_ROWS:
-        vals = [_get(r, path) for r in results]
-        if all(v is None for v in vals):
-            continue
-        lines.append(f"{label:{W}}" + "".join(f"{_fmt(v, unit):>{w}}" for v in vals))
+    for rows, head in ((METRICS, None), (RSS_ROWS, "RSS (MiB), added by each stage, then what backs it at the end:")):
+        if head and any(r.get("rss") for r in results):
+            lines.append(head)
+        for label, path, unit in rows:
+            vals = [_get(r, path) for r in results]
+            if all(v is None for v in vals):
+                continue
+            lines.append(f"{label:{W}}" + "".join(f"{_fmt(v, unit):>{w}}" for v in vals))
     for name, r in zip(names, results):
         if r.get("ort_profile"):
             lines += [f"{name}:", *_ops_lines(r)]

@@ -500,7 +500,7 @@ def profile_table(rows: list[dict]) -> list[str]:
         f"{r['throughput']['batched_windows_per_s']:,.0f}")
     row("model file", lambda r: kb(r["size_bytes"]))
     row("parameters / MACs per step", lambda r: f"{r['params']:,} / {r['macs_per_step']:,}")
-    row("peak RSS / due to the model", lambda r: f"{r['peak_rss_bytes'] / 2**20:.0f} / {r['model_rss_bytes'] / 2**20:.0f} MB")
+    row("peak RSS / due to the model", lambda r: f"{r['peak_rss_bytes'] / 2**20:.0f} / {r['model_rss_bytes'] / 2**20:.0f} MiB")
     row("onnxruntime peak in use", lambda r: kb(r["ort_memory"]["peak_in_use_bytes"]) if r.get("ort_memory") else "-")
     row("tflite-micro arena", lambda r: kb(r["arena_bytes"]) if r.get("arena_bytes") else "-")
     row("efficiency (MAC/s over matmul peak)", lambda r: f"{100 * r['efficiency']:.1f}%")
