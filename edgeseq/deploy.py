@@ -154,7 +154,9 @@ def _can_build_in_place() -> bool:
 
 
 def build_wheel(out_dir) -> Path:
-    """``python -m build --wheel`` of the checkout into ``out_dir``; the wheel's path."""
+    """``python -m build`` of the checkout into ``out_dir``; the wheel's path. The sdist first, then
+    the wheel from the unpacked sdist (build's default): a wheel built in the checkout would take
+    along whatever an earlier build left in its ``build/lib``, a file deleted since included."""
     from importlib.util import find_spec
 
     root = checkout()
@@ -162,7 +164,7 @@ def build_wheel(out_dir) -> Path:
         raise EdgeseqError("no source checkout of edgeseq here to build a wheel from: give --wheel FILE")
     if find_spec("build") is None:
         raise EdgeseqError("building the wheel needs the 'build' package (pip install build), or give --wheel FILE")
-    cmd = [sys.executable, "-m", "build", "--wheel", "--outdir", str(out_dir)]
+    cmd = [sys.executable, "-m", "build", "--outdir", str(out_dir)]
     cmd += ["--no-isolation"] if _can_build_in_place() else []
     try:
         r = subprocess.run([*cmd, str(root)], capture_output=True, text=True, timeout=1800)

@@ -69,10 +69,25 @@ def connect(address: str) -> None:
     # Workers' own output (Ray's shutdown noise when Tune ends a trial) stays in the cluster's
     # logs; a failed trial's error comes back through Tune. Under Ray Client the driver itself
     # is a task, so its lines only arrive through that forwarding.
-    try:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=address.startswith("ray://"))
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise EdgeseqError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    client = address.startswith("ray://")
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=client)
+            return
+        except ConnectionAbortedError as exc:
+            # Ray Client's proxy forks a server per client; the fork can die in a gRPC race ("Check
+            # failed: next_worker->state == KICKED" in the cluster's ray_client_server.err, seen once
+            # in CI), which reaches us as "Initialization failure from server". A second connection
+            # gets a new server; a cluster that refuses twice is reported.
+            if not client or attempt == 2:
+                raise EdgeseqError(f"cannot connect to the Ray cluster at {address}: "
+                                   f"{str(exc).splitlines()[0]}") from None
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001 (a half-made client: nothing to shut down is fine)
+                pass
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise EdgeseqError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
 
 
 # -- the trainable, on a worker node -----------------------------------------------------------
