@@ -30,11 +30,13 @@ from ..finite import decide
 @dataclass(frozen=True)
 class Backend:
     """Where a format runs: the backend class (imported on first use, so a board needs only its
-    own runtime) and the pip extra that installs that runtime on a board (``edgeseq deploy``)."""
+    own runtime), the pip extra that installs that runtime on a board (``edgeseq deploy``), and
+    whether the runtime takes a thread count (``threads``)."""
 
     module: str
     cls: str
     extra: str
+    threaded: bool = False
 
     def load(self):
         return getattr(import_module(self.module, __package__), self.cls)
@@ -43,8 +45,8 @@ class Backend:
 #: Runtime format -> backend. "numpy" is a training bundle (no ``runtime`` section), run on the
 #: interpreter of its family's description; the others are ``edgeseq export`` formats.
 BACKENDS = {
-    "onnx": Backend(".onnx_backend", "OnnxBackend", "device"),
-    "tflite": Backend(".tflite_backend", "TFLiteBackend", "device-tflite"),
+    "onnx": Backend(".onnx_backend", "OnnxBackend", "device", threaded=True),
+    "tflite": Backend(".tflite_backend", "TFLiteBackend", "device-tflite", threaded=True),
     "c": Backend(".c_backend", "CBackend", "device-base"),  # built by the board's C compiler
     "numpy": Backend(".numpy_backend", "NumpyBackend", "device-base"),
 }

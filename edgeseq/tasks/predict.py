@@ -33,9 +33,11 @@ CHUNK = 36_000
 def runtime_label(manifest: dict, threads: int = 1) -> str:
     """Where a bundle runs, in words: ``runtime onnx int8, 1 thread``; a training bundle runs its
     description on the numpy interpreter (``runtime numpy float32``)."""
+    from ..runtime import BACKENDS, format_of
+
     rt = manifest.get("runtime") or {"format": "numpy", "precision": "float32"}
     text = f"runtime {rt.get('format')} {rt.get('precision', 'float32')}"
-    if rt.get("format") in ("onnx", "tflite"):  # the formats whose runtime takes a thread count
+    if BACKENDS[format_of(manifest)].threaded:
         text += f", {threads} thread" + ("s" if threads != 1 else "")
     return text
 
