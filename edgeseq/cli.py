@@ -947,6 +947,20 @@ def cmd_emulate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        code = _main(argv)
+        sys.stdout.flush()  # a pipe's buffered output fails here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # stdout's reader went away (`edgeseq predict ... | head -1`): nobody is left to read a
+        # traceback; stdout goes to /dev/null so the interpreter's final flush does not raise again
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a bad option (one line already printed) or --help/--version
         return exc.code if isinstance(exc.code, int) else 2

@@ -262,3 +262,19 @@ def test_mcu_sizes_are_printed_in_bytes():
                           "beats_match_python": True, "logits_max_diff": 0.0})
     assert "flash 88,102 bytes" in text and "RAM   49,254 bytes" in text
     assert "KiB" not in text and "kB" not in text
+
+
+def test_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """``edgeseq predict ... | head -1``: the pipe closes under the writer; exit 141 (as a shell
+    reports SIGPIPE), no traceback on stderr. keygen: a command that prints, in milliseconds."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first byte
+    p = subprocess.run([sys.executable, "-m", "edgeseq", "keygen", "--out", str(tmp_path / "k")], stdout=w,
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(w)
+    assert p.returncode == 141, p.stderr
+    assert p.stderr == "", p.stderr

@@ -148,7 +148,8 @@ def predict_ecg(bundle, data_dir, records, *, out=None, plot=None, start_s=None,
                 line["reference"] = labels[ref_idx[i]] if ref_idx[i] >= 0 else None
             lines.append(line)
             beats.append(line)
-        rs = {"record": name, "beats": len(preds), "labels": {k: counts.get(k, 0) for k in labels}}
+        rs = {"record": name, "beats": len(preds), "labels": {k: counts.get(k, 0) for k in labels},
+              "trained_on": name in manifest.get("training", {}).get("records", [])}
         if ref is not None:
             have_ref = True
             got = ref_idx >= 0
@@ -195,6 +196,8 @@ def _record_line(rs: dict) -> str:
         text += (f"; against the {r['beats']} annotated beats: {r['matched']} labelled beats have one within "
                  f"150 ms, same label {agree}; {r['unmatched_detections']} have none; "
                  f"{r['missed_reference_beats']} annotated beats have no labelled beat")
+        if rs.get("trained_on"):  # agreement on a training record says little about a new patient
+            text += " (the bundle was trained on this record)"
     if rs.get("nonfinite_outputs"):
         text += f"; {rs['nonfinite_outputs']} beats with non-finite outputs (not labelled)"
     return text
