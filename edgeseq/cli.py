@@ -179,7 +179,7 @@ def cmd_evaluate(args) -> int:
     from .tasks import ecg
 
     from .bundle import read_manifest
-    from .tasks.predict import runtime_label
+    from .runtime import runtime_label
 
     manifest = read_manifest(args.bundle)  # before the --data note, so a mistake is the only line
     if manifest.get("task") in EVALUATORS:
@@ -202,7 +202,7 @@ def _evaluate_balance(args, manifest) -> int:
     ``cv balance``, and its JSON and plot with ``--json``."""
     from .data.mitdb import parse_records
     from .tasks import balance
-    from .tasks.predict import runtime_label
+    from .runtime import runtime_label
 
     for opt, given in (("--beats", args.beats is not None), ("--include-paced", args.include_paced)):
         if given:
@@ -864,7 +864,7 @@ def cmd_profile(args) -> int:
     if args.plot:
         check_target(args.plot, "--plot")
     if args.ssh:
-        from .profile.remote import check_host
+        from .ssh import check_host
 
         check_host(args.ssh)
     elif args.ssh_config:

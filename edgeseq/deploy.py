@@ -34,7 +34,6 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import posixpath
 import re
@@ -50,6 +49,7 @@ from .errors import EdgeseqError
 from .ssh import Board, RemoteError, check_host, sh
 
 UNIT = "edgeseq-serve.service"
+SYSTEMCTL = "systemctl --user"
 KEEP = 3  # releases kept: the new one and the 2 before it (rollback targets)
 MARK = ".edgeseq-release"
 #: What a systemd unit line may hold without quoting rules: a path or a port name. Spaces,
@@ -65,7 +65,7 @@ venv = os.path.join(root, "venv")
 if sys.argv[1]:  # --venv: absolute, ~/..., or relative to the home directory
     venv = os.path.abspath(os.path.join(home, os.path.expanduser(sys.argv[1])))
 cur = os.path.join(root, "current")
-unit = os.path.join(home, ".config", "systemd", "user", "edgeseq-serve.service")
+unit = os.path.join(home, ".config", "systemd", "user", sys.argv[2])
 old = os.path.realpath(cur) if os.path.islink(cur) else None
 info = None
 if old and os.path.isfile(os.path.join(old, "deploy.json")):
@@ -84,14 +84,14 @@ print(json.dumps({"python": platform.python_version(), "version": list(sys.versi
 
 # Run on the board with its python3: the state --status reports.
 _STATUS = r"""
-import json, os, subprocess
+import json, os, subprocess, sys
 root = os.path.join(os.path.expanduser("~"), "edgeseq")
 cur = os.path.join(root, "current")
 out = {"current": os.path.realpath(cur) if os.path.islink(cur) else None, "deploy": None}
 if out["current"] and os.path.isfile(os.path.join(out["current"], "deploy.json")):
     out["deploy"] = json.load(open(os.path.join(out["current"], "deploy.json")))
 try:
-    r = subprocess.run(["systemctl", "--user", "is-active", "edgeseq-serve"], capture_output=True, text=True,
+    r = subprocess.run(["systemctl", "--user", "is-active", sys.argv[1]], capture_output=True, text=True,
                        timeout=30)
     out["service"] = r.stdout.strip() or r.stderr.strip() or "unknown"
 except OSError as exc:
@@ -119,6 +119,18 @@ def _stage(name: str):
 
 def _q(*parts) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def _pip(venv: str) -> str:
+    """``pip install`` in the board's venv. --no-compile: bytecode is written on first import for
+    the modules the board uses (a fraction of numpy's and the runtime's), not all at install; that
+    halves the install."""
+    return _q(f"{venv}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile")
+
+
+def _board(host: str, ssh_config, option: str) -> Board:
+    check_host(host, option)
+    return Board(host, config=str(ssh_config) if ssh_config else None)
 
 
 def unit_safe(value: str, what: str) -> str:
@@ -195,20 +207,12 @@ class _Plan:
     restarted: bool = False
     wheel_sha: str = ""
 
-    @property
-    def root(self) -> str:
-        return self.probe["root"]
-
-    @property
-    def venv(self) -> str:
-        return self.probe["venv"]
 
 
 def _read_bundle(bundle) -> tuple[dict, str]:
-    from .bundle import read_manifest
+    from .bundle import MANIFEST, read_manifest, sha256_file
 
-    manifest = read_manifest(bundle)
-    return manifest, hashlib.sha256((Path(bundle) / "manifest.json").read_bytes()).hexdigest()
+    return read_manifest(bundle), sha256_file(Path(bundle) / MANIFEST)
 
 
 def _check_wheel(wheel) -> Path:
@@ -220,16 +224,8 @@ def _check_wheel(wheel) -> Path:
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _release_in(out: str, root: str) -> str | None:
-    made = [ln for ln in out.splitlines() if ln.startswith(root + "/releases/") and "/" not in ln[len(root) + 10:]]
+    made = [ln for ln in out.splitlines() if ln.startswith(root + "/releases/") and posixpath.dirname(ln) == root + "/releases"]
     return made[-1] if made else None
 
 
@@ -292,11 +288,10 @@ def deploy(host: str, bundle, *, port: str | None = None, venv: str | None = Non
     wheel = _check_wheel(wheel) if wheel else None
     plan = _Plan(Board(host, config=str(ssh_config) if ssh_config else None))
     t_start = time.monotonic()
-    times = {}
     with tempfile.TemporaryDirectory(prefix="edgeseq-deploy-") as tmp:
         try:
             summary = _stages(plan, Path(bundle), manifest, manifest_sha, fmt, extra, port=port, venv=venv,
-                              service=service, trust=trust, wheel=wheel, tmp=Path(tmp), say=say, times=times,
+                              service=service, trust=trust, wheel=wheel, tmp=Path(tmp), say=say,
                               t_start=t_start)
         except _Failed as f:
             _rollback(plan)
@@ -318,10 +313,10 @@ def deploy(host: str, bundle, *, port: str | None = None, venv: str | None = Non
 
 
 def _stages(plan: _Plan, bundle: Path, manifest: dict, manifest_sha: str, fmt: str, extra: str, *, port, venv,
-            service, trust, wheel, tmp: Path, say, times, t_start) -> dict:
+            service, trust, wheel, tmp: Path, say, t_start) -> dict:
     board, host = plan.board, plan.board.host
 
-    started = {}
+    started, times = {}, {}
 
     def timed(name):
         started[name] = time.monotonic()
@@ -337,11 +332,13 @@ def _stages(plan: _Plan, bundle: Path, manifest: dict, manifest_sha: str, fmt: s
             how = "built"
         else:
             how = "given"
-    wheel_sha = plan.wheel_sha = _sha256(wheel)
+    from .bundle import sha256_file
+
+    plan.wheel_sha = sha256_file(wheel)
     say(f"build: {wheel.name} {how}, {_mb(wheel.stat().st_size)} {took('build')}")
 
     with timed("connect"):
-        out = board.run(sh("python3 -c " + _q(_PROBE, venv or "")), "probing the board", timeout=120)
+        out = board.run(sh("python3 -c " + _q(_PROBE, venv or "", UNIT)), "probing the board", timeout=120)
         try:
             plan.probe = p = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -377,12 +374,10 @@ def _stages(plan: _Plan, bundle: Path, manifest: dict, manifest_sha: str, fmt: s
             raise EdgeseqError(f"unexpected answer from the board: {out.strip()[:120]!r}")
     say(f"copy: {posixpath.relpath(rel, root)} ({_mb(upload)}) {took('copy')}")
 
-    venv_dir = plan.venv
+    venv_dir = p["venv"]
     remote_wheel = f"{rel}/wheel/{wheel.name}"
     with timed("venv"):
-        # --no-compile: bytecode is written on first import for the modules the board uses (a
-        # fraction of numpy's and the runtime's), not for all at install; halves the install
-        pip = _q(f"{venv_dir}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile")
+        pip = _pip(venv_dir)
         script = (f"set -e; V={_q(venv_dir)}; "
                   f"if [ -x \"$V/bin/python\" ]; then echo reused; else python3 -m venv \"$V\" >&2; echo created; fi; "
                   f"{pip} {_q(f'{remote_wheel}[{extra}]')} >&2; ")
@@ -414,7 +409,7 @@ def _stages(plan: _Plan, bundle: Path, manifest: dict, manifest_sha: str, fmt: s
         "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "board": {"hostname": p["hostname"], "uname": p["uname"], "machine": p["machine"]},
         "python": p["python"], "venv": venv_dir, "extra": extra,
-        "wheel": {"name": wheel.name, "sha256": wheel_sha},
+        "wheel": {"name": wheel.name, "sha256": plan.wheel_sha},
         "bundle": {"name": bundle_name, "task": manifest.get("task"), "kind": (manifest.get("model") or {}).get("kind"),
                    "runtime": fmt, "precision": (manifest.get("runtime") or {}).get("precision", "float32"),
                    "manifest_sha256": manifest_sha, "signed_for": Path(trust).name if trust else None},
@@ -443,13 +438,12 @@ def _stages(plan: _Plan, bundle: Path, manifest: dict, manifest_sha: str, fmt: s
         f"{f', pruned {len(pruned)} old release(s)' if pruned else ''} {took('activate')}")
 
     with timed("service"):
-        units = "systemctl --user"
         if service:
             text = unit_text(venv=venv_dir, root=root, port=port, trust=bool(trust))
             u = p["unit_path"]
             script = (f"set -e; U={_q(u)}; mkdir -p \"$(dirname \"$U\")\"; "
                       f"printf '%s' {_q(text)} > \"$U.tmp\"; mv \"$U.tmp\" \"$U\"; "
-                      f"{units} daemon-reload; {units} enable {UNIT}; {units} restart {UNIT}; "
+                      f"{SYSTEMCTL} daemon-reload; {SYSTEMCTL} enable {UNIT}; {SYSTEMCTL} restart {UNIT}; "
                       # linger: the user's service manager (and so this service) keeps running after
                       # logout and starts at boot without a login; a board may refuse it to users
                       f"if l=$(loginctl enable-linger 2>&1); then echo linger=yes; "
@@ -467,7 +461,7 @@ def _stages(plan: _Plan, bundle: Path, manifest: dict, manifest_sha: str, fmt: s
                 print(f"edgeseq: warning: the service on {host} runs another venv's edgeseq; deploy with "
                       f"--service --port PORT to point it at {venv_dir}", file=sys.stderr)
             plan.restarted = True
-            board.run(sh(f"{units} restart {UNIT}"), "restarting the service", timeout=300)
+            board.run(sh(f"{SYSTEMCTL} restart {UNIT}"), "restarting the service", timeout=300)
             line = f"{UNIT} restarted on the new release"
         else:
             line = "none installed (--service --port PORT installs one)"
@@ -480,23 +474,22 @@ def _rollback(plan: _Plan) -> None:
     if not plan.probe or plan.release is None:
         return
     p, steps = plan.probe, []
-    units = "systemctl --user"
     if plan.switched:
         steps.append(f"ln -sfn {_q(p['current'])} {_q(p['root'] + '/current.old')} && "
                      f"mv -T {_q(p['root'] + '/current.old')} {_q(p['root'] + '/current')}" if p["current"]
                      else f"rm -f {_q(p['root'] + '/current')}")
     if plan.unit_written:
         steps.append(f"printf '%s' {_q(p['unit'])} > {_q(p['unit_path'])}" if p["unit"] is not None
-                     else f"{units} disable {UNIT}; rm -f {_q(p['unit_path'])}")
-        steps.append(f"{units} daemon-reload")
+                     else f"{SYSTEMCTL} disable {UNIT}; rm -f {_q(p['unit_path'])}")
+        steps.append(f"{SYSTEMCTL} daemon-reload")
     prev = p.get("previous") or {}
     old_wheel = (prev.get("wheel") or {}).get("name")
     if (plan.installed and p["venv_exists"] and p["current"] and old_wheel and prev.get("venv") == p["venv"]
             and (prev.get("wheel") or {}).get("sha256") != plan.wheel_sha):
-        steps.append(_q(f"{p['venv']}/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "--no-compile", "--force-reinstall", "--no-deps", f"{p['current']}/wheel/{old_wheel}"))
+        old_path = f"{p['current']}/wheel/{old_wheel}"
+        steps.append(f"{_pip(p['venv'])} --force-reinstall --no-deps {_q(old_path)}")
     if plan.restarted and p["unit"] is not None and p["current"]:
-        steps.append(f"{units} restart {UNIT}")
+        steps.append(f"{SYSTEMCTL} restart {UNIT}")
     steps.append(f"rm -rf -- {_q(plan.release)}")
     try:
         plan.board.run(sh("; ".join(f"{{ {s}; }} >&2" for s in steps)), "rolling back", timeout=900)
@@ -508,10 +501,9 @@ def _rollback(plan: _Plan) -> None:
 
 def status(host: str, *, ssh_config=None) -> dict:
     """The current release's deploy.json (its summary), and whether the service is active."""
-    check_host(host, "deploy --status")
-    board = Board(host, config=str(ssh_config) if ssh_config else None)
+    board = _board(host, ssh_config, "deploy --status")
     try:
-        out = board.run(sh("python3 -c " + _q(_STATUS)), "reading the deployment", timeout=120)
+        out = board.run(sh("python3 -c " + _q(_STATUS, UNIT)), "reading the deployment", timeout=120)
         st = json.loads(out.strip().splitlines()[-1])
     except RemoteError as exc:
         raise EdgeseqError(f"deploy --status on {host}: {exc.tail}") from None
@@ -539,8 +531,7 @@ def format_status(host: str, st: dict) -> str:
 
 
 def logs(host: str, n: int, *, ssh_config=None) -> str:
-    check_host(host, "deploy --logs")
-    board = Board(host, config=str(ssh_config) if ssh_config else None)
+    board = _board(host, ssh_config, "deploy --logs")
     try:
         return board.run(_q("journalctl", "--user", "-u", UNIT.removesuffix(".service"), "-n", int(n), "--no-pager"),
                          "reading the journal", timeout=120)

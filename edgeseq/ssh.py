@@ -47,7 +47,7 @@ class RemoteError(EdgeseqError):
 
     def __init__(self, what: str, host: str, tail: str, stdout: str = ""):
         super().__init__(f"{what} on {host} failed: {tail}")
-        self.what, self.host, self.tail, self.stdout = what, host, tail, stdout
+        self.tail, self.stdout = tail, stdout
 
 
 def sh(script: str) -> str:

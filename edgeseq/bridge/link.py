@@ -240,8 +240,10 @@ def port_missing(port: str) -> str | None:
     """Why ``port`` cannot be a serial port here, naming those that exist (None: it exists)."""
     import os
 
+    if os.path.exists(port):
+        return None
     ports = available_ports()
-    if os.path.exists(port) or port in ports:  # COM3 on Windows is no path
+    if port in ports:  # COM3 on Windows is no path
         return None
     return f"{port} does not exist (serial ports here: {', '.join(ports) if ports else 'none found'})"
 

@@ -43,7 +43,6 @@ class Signal:
     gain: float
     baseline: int
     units: str
-    adc_zero: int
     name: str
     byte_offset: int = 0
 
@@ -133,7 +132,7 @@ def _signal_line(hea: Path, line: str) -> Signal:
     except ValueError:
         raise _fail(hea, f"cannot parse the ADC zero {parts[4]!r}") from None
     name = parts[8].strip() if len(parts) > 8 else ""
-    return Signal(parts[0], fmt, gain, adc_zero if baseline is None else baseline, units, adc_zero, name,
+    return Signal(parts[0], fmt, gain, adc_zero if baseline is None else baseline, units, name,
                   int(offset[1:]) if offset else 0)
 
 

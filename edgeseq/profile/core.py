@@ -102,6 +102,12 @@ def _random(spec: dict, steps: int, rng) -> np.ndarray:
     return rng.normal(0, 0.3, shape).astype(np.float32)
 
 
+def _feed(specs: dict, held, steps: int, rng) -> dict:
+    """One window's inputs by name: rr-like positive values around 1 for the ``held`` ones."""
+    return {k: np.abs(_random(v, steps, rng)) + 0.5 if k in held else _random(v, steps, rng)
+            for k, v in specs.items()}
+
+
 class _Runner:
     batched = None  # (callable running a batch of windows, its size), when the model takes one
 
@@ -124,8 +130,7 @@ class _Runner:
             X = rng.normal(0, 0.5, (steps, D)).astype(np.float32)
             self.window = lambda: model.run(X, state)
             return
-        xs = [np.abs(_random(v, steps, rng)) + 0.5 if k in held else _random(v, steps, rng)
-              for k, v in rt["inputs"].items()]
+        xs = list(_feed(rt["inputs"], held, steps, rng).values())
         self.window = lambda: model.logits(*xs)
         big = [np.repeat(x, batch, 0) for x in xs]
         self.batched = (lambda: model.logits(*big), batch)
@@ -368,9 +373,7 @@ def ort_profile_of(root: Path, rt: dict, steps: int, threads: int, options: dict
     for key, what, spec in (("model", "window", "inputs"), ("step", "step", "step_inputs")):
         if not rt.get(key):
             continue
-        rng = np.random.default_rng(0)
-        feed = {k: np.abs(_random(v, steps, rng)) + 0.5 if k in rt["held"] else _random(v, steps, rng)
-                for k, v in rt[spec].items()}
+        feed = _feed(rt[spec], rt["held"], steps, np.random.default_rng(0))
         events = _ort_trace(root / rt[key], feed, threads, ORT_PROFILE_WARMUP + ORT_PROFILE_RUNS, options)
         out[what] = ort_ops(events, skip_runs=ORT_PROFILE_WARMUP)
     return out

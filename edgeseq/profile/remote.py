@@ -14,26 +14,26 @@ import shlex
 from pathlib import Path
 
 from ..errors import EdgeseqError
-from ..ssh import Board, check_host, sh
-
-__all__ = ["check_host", "commands", "profile_remote"]
+from ..ssh import Board, sh
 
 _PREFIX = "/tmp/edgeseq-profile."
+#: Makes the directory, extracts the tar from its stdin and prints the directory.
+_COPY = sh(f'd=$(mktemp -d {_PREFIX}XXXXXX) && {{ tar -xf - -C "$d" || {{ rm -rf "$d"; exit 1; }}; }} '
+           f'&& printf "%s\\n" "$d"')
+
+
+def _lines(remote_dir: str, name: str, profile_args: list[str], python: str) -> dict:
+    """The line the board runs for each step (one quoted line each)."""
+    profile = " ".join(shlex.quote(a) for a in [python, "-m", "edgeseq", "profile", f"{remote_dir}/{name}",
+                                                  *profile_args, "--json", "-"])
+    return {"copy": _COPY, "profile": profile, "cleanup": f"rm -rf {shlex.quote(remote_dir)}"}
 
 
 def commands(host: str, bundle, remote_dir: str, profile_args: list[str], *, ssh: str = "ssh",
              python: str = "python3", config: str | None = None) -> dict:
-    """The commands, as argument lists (no local shell); the board gets one quoted line each.
-    ``copy`` makes the directory, extracts the tar from its stdin and prints the directory."""
+    """The commands, as argument lists (no local shell)."""
     board = Board(host, config=config, ssh=ssh)
-    name = Path(bundle).name
-    line = " ".join(shlex.quote(a) for a in [python, "-m", "edgeseq", "profile", f"{remote_dir}/{name}",
-                                               *profile_args, "--json", "-"])
-    copy = (f'd=$(mktemp -d {_PREFIX}XXXXXX) && {{ tar -xf - -C "$d" || {{ rm -rf "$d"; exit 1; }}; }} '
-            f'&& printf "%s\\n" "$d"')
-    return {"copy": board.argv(sh(copy)),
-            "profile": board.argv(line),
-            "cleanup": board.argv(f"rm -rf {shlex.quote(remote_dir)}")}
+    return {k: board.argv(line) for k, line in _lines(remote_dir, Path(bundle).name, profile_args, python).items()}
 
 
 def profile_remote(host: str, bundle, profile_args: list[str], *, ssh: str = "ssh", python: str = "python3",
@@ -42,16 +42,15 @@ def profile_remote(host: str, bundle, profile_args: list[str], *, ssh: str = "ss
     if not Path(bundle).is_dir():
         raise EdgeseqError(f"bundle {bundle} not found")
     name = Path(bundle).name
-    copy = commands(host, bundle, "", [], ssh=ssh, config=config)["copy"][-1]
-    remote_dir = board.send([(name, Path(bundle))], copy, "copying the bundle", timeout=timeout).strip()
+    remote_dir = board.send([(name, Path(bundle))], _COPY, "copying the bundle", timeout=timeout).strip()
     if not remote_dir.startswith(_PREFIX) or "/" in remote_dir[len(_PREFIX):]:
         raise EdgeseqError(f"unexpected answer from mktemp on {host}: {remote_dir[:80]!r}")
-    cmd = commands(host, bundle, remote_dir, profile_args, ssh=ssh, python=python, config=config)
+    lines = _lines(remote_dir, name, profile_args, python)
     try:
-        out = board.run(cmd["profile"][-1], "profiling", timeout=timeout)
+        out = board.run(lines["profile"], "profiling", timeout=timeout)
     finally:
         try:
-            board.run(cmd["cleanup"][-1], "removing the copy", timeout=60)
+            board.run(lines["cleanup"], "removing the copy", timeout=60)
         except EdgeseqError:
             pass
     try:

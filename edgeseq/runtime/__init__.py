@@ -58,6 +58,22 @@ def format_of(manifest: dict) -> str:
     return manifest["runtime"]["format"] if "runtime" in manifest else "numpy"
 
 
+def runtime_info(manifest: dict, threads: int = 1) -> dict:
+    """Where a bundle runs: format, precision, threads (a training bundle: numpy float32)."""
+    rt = manifest.get("runtime") or {}
+    return {"format": format_of(manifest), "precision": rt.get("precision", "float32"), "threads": threads}
+
+
+def runtime_label(manifest: dict, threads: int = 1, prefix: str = "runtime ") -> str:
+    """``runtime_info`` in words: ``runtime onnx int8, 1 thread`` (threads only where the runtime
+    takes a count)."""
+    info = runtime_info(manifest, threads)
+    text = f"{prefix}{info['format']} {info['precision']}"
+    if BACKENDS[info["format"]].threaded:
+        text += f", {threads} thread" + ("s" if threads != 1 else "")
+    return text
+
+
 _CHUNK = 1024  # windows per call: bounds memory whatever the batch
 
 

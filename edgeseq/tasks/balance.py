@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bundle import check_bundle_target, load_bundle, write_bundle
+from ..bundle import check_bundle_target, load_bundle, read_manifest, write_bundle
 from ..errors import EdgeseqError
 from ..finite import decide, require_finite
 from ..preprocess.balance import SWAY_FEATURES, BalancePreprocessing
@@ -147,7 +147,7 @@ def _training_summary(ws: WindowSet, outputs: np.ndarray) -> dict:
 def format_training(path) -> str:
     """What ``edgeseq train balance`` prints about the bundle it wrote, like ``train ecg``'s beats
     and class counts."""
-    m = load_bundle(path, task=TASK).manifest
+    m = read_manifest(path)  # the bundle train just wrote: its manifest is all this prints
     tr = m["training"]
     lines = [f"trained {m['model']['kind']} on {tr['n_trials']} trials of {len(tr['subjects'])} subjects, "
              f"{tr['n_windows']} windows, target {m['target']}"]
@@ -200,6 +200,23 @@ def _fit_ridge(Z, Y, alpha):
     beta = ridge_solve(np.concatenate([(Z - mu) / sd, np.ones((len(Z), 1))], axis=1), Y, alpha,
                        what="baseline ridge")
     return lambda Q: np.concatenate([(Q - mu) / sd, np.ones((len(Q), 1))], axis=1) @ beta
+
+
+def _fit_baseline(Z, y, k: int):
+    """The posturography baseline on sway features: logistic regression over ``k`` classes, or
+    ridge for a score (``k`` 0)."""
+    return _fit_logistic(Z, y, k, alpha=1e-2) if k else _fit_ridge(Z, y.reshape(-1, 1), alpha=1e-2)
+
+
+def _accuracy(trial_out, y, window_out, yw, k: int) -> tuple[dict, np.ndarray]:
+    """Trial accuracy, confusion and window accuracy of a classifier's outputs, and its trial
+    labels. finite.decide: a trial whose outputs are not finite is unlabelled (wrong, and
+    counted), never argmax(NaN) = class 0."""
+    from ..metrics import confusion
+
+    p = decide(trial_out)[0]
+    return {"accuracy": float(np.mean(p == y)), "confusion": confusion(y[p >= 0], p[p >= 0], k).tolist(),
+            "window": {"accuracy": float(np.mean(decide(window_out)[0] == yw))}}, p
 
 
 def _fit_logistic(Z, y, k, alpha):
@@ -264,10 +281,8 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
         else:
             est.fit(ws.X[~test_w], yw[~test_w], n_classes=k or None)
             esn_w[test_w] = est.decision_function(ws.X[test_w])
-        if classify:
-            base_w[test_w] = _fit_logistic(Zs[~test_w], yw[~test_w], k, alpha=1e-2)(Zs[test_w])
-        else:
-            base_w[test_w] = _fit_ridge(Zs[~test_w], yw[~test_w].reshape(-1, 1), alpha=1e-2)(Zs[test_w])
+        base_w[test_w] = _fit_baseline(Zs[~test_w], yw[~test_w], k)(Zs[test_w])
+        if not classify:
             const_t[test_t] = ws.y[~test_t].mean()
         show(f + 1, note=f"subject {g}")
     esn_t, base_t = _per_trial(esn_w, ws.trial, n), _per_trial(base_w, ws.trial, n)
@@ -275,19 +290,11 @@ def cross_validate(data_dir, *, target: str, model: str = "esn", seed: int = 0, 
            "n_windows": int(len(ws.X)), "window_s": prep.window_s, "hop_s": prep.hop_s,
            "cv": "leave-one-subject-out", "seed": seed, "data": str(data_dir)}
     if classify:
-        from ..metrics import confusion
-
-        # finite.decide: a trial whose outputs are not finite is unlabelled (wrong, and counted),
-        # never argmax(NaN) = class 0.
-        pe, pb = decide(esn_t)[0], decide(base_t)[0]
-        rep.update({"labels": ws.labels, "accuracy": float(np.mean(pe == ws.y)),
-                    "confusion": confusion(ws.y[pe >= 0], pe[pe >= 0], k).tolist(),
-                    "unlabelled": int((pe < 0).sum()),
-                    "window": {"accuracy": float(np.mean(decide(esn_w)[0] == yw))},
+        figs, pe = _accuracy(esn_t, ws.y, esn_w, yw, k)
+        base, pb = _accuracy(base_t, ws.y, base_w, yw, k)
+        rep.update({"labels": ws.labels, **figs, "unlabelled": int((pe < 0).sum()),
                     "baseline": {"model": "logistic regression on log sway features " + ",".join(SWAY_FEATURES),
-                                 "accuracy": float(np.mean(pb == ws.y)),
-                                 "confusion": confusion(ws.y[pb >= 0], pb[pb >= 0], k).tolist(),
-                                 "window": {"accuracy": float(np.mean(decide(base_w)[0] == yw))}}})
+                                 **base}})
     else:
         lo, hi = _score_range(target, ws.y)
         span = hi - lo
@@ -410,9 +417,7 @@ def evaluate(bundle_path, data_dir, trials=None, *, progress: bool = True, threa
     ``data_dir``: the posturography baseline fitted on them and (scores) their mean score, the
     references ``cv balance`` prints. A trial whose outputs are not finite is counted, never scored.
     ``on_trials(names, outputs)`` receives the trial outputs (``edgeseq compare``)."""
-    from ..metrics import confusion
-    from ..runtime import load
-    from .predict import runtime_info
+    from ..runtime import load, runtime_info
 
     model = load(bundle_path, task=TASK, threads=threads)
     m = model.manifest
@@ -446,11 +451,7 @@ def evaluate(bundle_path, data_dir, trials=None, *, progress: bool = True, threa
         tr_w = tr_t[ws.trial]
         Z = _sway_design(ws.sway)
         yw = ws.y[ws.trial]
-        if labels:
-            f = _fit_logistic(Z[tr_w], yw[tr_w], len(labels), alpha=1e-2)
-        else:
-            f = _fit_ridge(Z[tr_w], yw[tr_w].reshape(-1, 1), alpha=1e-2)
-        Bw = f(Z[ev_w])
+        Bw = _fit_baseline(Z[tr_w], yw[tr_w], len(labels))(Z[ev_w])
         base = (Bw, _per_trial(Bw, tw, n), float(ws.y[tr_t].mean()) if not labels else None)
     rep = {"task": TASK, "target": target, "model": m["model"]["kind"], "bundle": str(bundle_path),
            "runtime": runtime_info(m, threads), "data": str(data_dir), "n_trials": n,
@@ -459,19 +460,12 @@ def evaluate(bundle_path, data_dir, trials=None, *, progress: bool = True, threa
            else "subjects the bundle was not trained on", "includes_training_subjects": bool(seen),
            "trials": [tnames[i] for i in order]}
     if labels:
-        pe = decide(Yt)[0]
-        yw = y[tw]
-        rep.update({"labels": labels, "accuracy": float(np.mean(pe == y)),
-                    "confusion": confusion(y[pe >= 0], pe[pe >= 0], len(labels)).tolist(),
-                    "unlabelled": int((pe < 0).sum()),
-                    "window": {"accuracy": float(np.mean(decide(Yw)[0] == yw))}})
+        figs, pe = _accuracy(Yt, y, Yw, y[tw], len(labels))
+        rep.update({"labels": labels, **figs, "unlabelled": int((pe < 0).sum())})
         if base is not None:
-            pb = decide(base[1])[0]
             rep["baseline"] = {"model": "logistic regression on log sway features " + ",".join(SWAY_FEATURES)
                                + ", fitted on the bundle's training trials",
-                               "accuracy": float(np.mean(pb == y)),
-                               "confusion": confusion(y[pb >= 0], pb[pb >= 0], len(labels)).tolist(),
-                               "window": {"accuracy": float(np.mean(decide(base[0])[0] == yw))}}
+                               **_accuracy(base[1], y, base[0], y[tw], len(labels))[0]}
         return rep
     lo, hi = m.get("score_range") or _score_range(target, y)
     span = hi - lo

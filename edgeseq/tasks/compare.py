@@ -16,11 +16,11 @@ import numpy as np
 
 from ..bundle import read_manifest
 from ..errors import EdgeseqError
-from .predict import runtime_label
+from ..runtime import runtime_label
 
 
 def _what(path, manifest: dict) -> str:
-    return f"{Path(path).name} ({manifest['model']['kind']}, {runtime_label(manifest).removeprefix('runtime ')})"
+    return f"{Path(path).name} ({manifest['model']['kind']}, {runtime_label(manifest, prefix='')})"
 
 
 def _label_agreement(a: np.ndarray, b: np.ndarray, labels: list) -> dict:

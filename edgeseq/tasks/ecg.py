@@ -217,7 +217,7 @@ def evaluate(bundle_path, data_dir, records=None, *, beats: str = "reference", i
                             "ppv": det_tp / (det_tp + det_fp) if det_tp + det_fp else None,
                             "n_reference": det_tp + det_fn, "n_detected": det_tp + det_fp,
                             "window_s": 0.150, "excluded": "ventricular flutter episodes ([ ... ])"}
-    from .predict import runtime_info
+    from ..runtime import runtime_info
 
     out["runtime"] = runtime_info(bundle.manifest, threads)
     out.update({"beats": beats, "bundle": str(bundle.path), "data": str(data_dir), "records": names,

@@ -22,29 +22,13 @@ import numpy as np
 from ..bundle import read_manifest
 from ..errors import EdgeseqError, install_hint
 from ..outputs import check_target, dumps, write_text
+from ..runtime import runtime_info, runtime_label
 
 #: A reference beat this close to a detected one is its reference (the EC57 matching window).
 MATCH_S = 0.150
 #: Samples per chunk fed to the pipeline (100 s at 360 Hz): what a board's serial reads would give,
 #: in fewer calls.
 CHUNK = 36_000
-
-
-def runtime_label(manifest: dict, threads: int = 1) -> str:
-    """Where a bundle runs, in words: ``runtime onnx int8, 1 thread``; a training bundle runs its
-    description on the numpy interpreter (``runtime numpy float32``)."""
-    from ..runtime import BACKENDS, format_of
-
-    rt = manifest.get("runtime") or {"format": "numpy", "precision": "float32"}
-    text = f"runtime {rt.get('format')} {rt.get('precision', 'float32')}"
-    if BACKENDS[format_of(manifest)].threaded:
-        text += f", {threads} thread" + ("s" if threads != 1 else "")
-    return text
-
-
-def runtime_info(manifest: dict, threads: int = 1) -> dict:
-    rt = manifest.get("runtime") or {"format": "numpy", "precision": "float32"}
-    return {"format": rt.get("format"), "precision": rt.get("precision", "float32"), "threads": threads}
 
 
 def _names(records) -> list[str]:

@@ -74,20 +74,18 @@ def connect(address: str) -> None:
         try:
             ray.init(address=address, logging_level="WARNING", log_to_driver=client)
             return
-        except ConnectionAbortedError as exc:
+        except (ConnectionError, RuntimeError, ValueError) as exc:
             # Ray Client's proxy forks a server per client; the fork can die in a gRPC race ("Check
             # failed: next_worker->state == KICKED" in the cluster's ray_client_server.err, seen once
-            # in CI), which reaches us as "Initialization failure from server". A second connection
-            # gets a new server; a cluster that refuses twice is reported.
-            if not client or attempt == 2:
+            # in CI), which reaches us as ConnectionAbortedError "Initialization failure from
+            # server". A second connection gets a new server; a cluster that refuses twice is reported.
+            if not (client and attempt == 1 and isinstance(exc, ConnectionAbortedError)):
                 raise EdgeseqError(f"cannot connect to the Ray cluster at {address}: "
                                    f"{str(exc).splitlines()[0]}") from None
             try:
                 ray.shutdown()
             except Exception:  # noqa: BLE001 (a half-made client: nothing to shut down is fine)
                 pass
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise EdgeseqError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
 
 
 # -- the trainable, on a worker node -----------------------------------------------------------
