@@ -53,6 +53,13 @@ class Record:
 
 
 
+def aami_beats(samples, symbols) -> tuple[np.ndarray, np.ndarray]:
+    """The annotations that are beats: their samples and AAMI class indices (``SYMBOL_TO_CLASS``)."""
+    keep = np.array([s in SYMBOL_TO_CLASS for s in symbols], dtype=bool)
+    return (np.asarray(samples, np.int64)[keep] if len(keep) else np.zeros(0, np.int64),
+            np.array([SYMBOL_TO_CLASS[s] for s, k in zip(symbols, keep) if k], dtype=np.int64))
+
+
 def list_records(data_dir) -> list[str]:
     """Names of the WFDB records (``*.hea``) in ``data_dir``, sorted."""
     path = check_dir(data_dir)
@@ -184,10 +191,7 @@ def load_record(data_dir, name: str, *, fs: float = 360.0, lead: str = "MLII",
         if len(samples) and (samples.max() >= len(signal) or samples.min() < 0):
             raise EdgeseqError(f"record {name}: annotations {atr} point outside the signal "
                                f"(sample {int(samples.max())} of {len(signal)})")
-        keep = np.array([s in SYMBOL_TO_CLASS for s in ann.symbol], dtype=bool)
-        beat_samples = samples[keep]
-        beat_labels = np.array([SYMBOL_TO_CLASS[s] for s in np.asarray(ann.symbol)[keep]],
-                               dtype=np.int64)
+        beat_samples, beat_labels = aami_beats(samples, ann.symbol)
         episodes = vf_episodes(ann.symbol, samples)
 
     if header.fs != fs:

@@ -59,11 +59,9 @@ def _aami(rec):
     """Reference beats of a record as ``(samples, AAMI class index)``; None without annotations."""
     if rec.ann_samples is None:
         return None
-    from ..data.mitdb import SYMBOL_TO_CLASS  # the AAMI table (a plain dict; no reader imported)
+    from ..data.mitdb import aami_beats  # the AAMI table; mitdb imports no reader at module level
 
-    keep = np.array([s in SYMBOL_TO_CLASS for s in rec.ann_symbols], bool)
-    return (rec.ann_samples[keep] if len(keep) else np.zeros(0, np.int64),
-            np.array([SYMBOL_TO_CLASS[s] for s, k in zip(rec.ann_symbols, keep) if k], np.int64))
+    return aami_beats(rec.ann_samples, rec.ann_symbols)
 
 
 def _check_window(start_s, seconds, n: int, fs: float, name: str) -> tuple[float, float]:
